@@ -1,0 +1,205 @@
+//! Field rules and normalization. Every violation is collected, so a client fixes
+//! its request in one round trip.
+
+use serde_json::{Map, Value as Json};
+
+use crate::task::{
+    Constraints, DEFAULT_REF, DEFAULT_TIME_BUDGET_SECONDS, Operation, Requester, RequesterKind,
+    SPEC_VERSION, Target, TaskSpec,
+};
+
+use super::draft::Document;
+use super::{FieldViolation, TaskDraft, names};
+
+/// Deepest nesting allowed in `inputs` and `metadata` (objects and arrays).
+pub const MAX_DOCUMENT_DEPTH: usize = 32;
+/// Largest `inputs` or `metadata`, as compact JSON.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+const OBJECTIVE_CHARS: (usize, usize) = (5, 4000);
+const REQUESTER_ID_CHARS: usize = 128;
+const LABEL_CHARS: usize = 256;
+const IDEMPOTENCY_KEY_CHARS: usize = 256;
+const REPO_CHARS: usize = 256;
+const REF_CHARS: usize = 256;
+const PATH_CHARS: usize = 512;
+
+/// A request that passed the schema: a task, or one whose operation the policy
+/// gate must refuse (an unknown operation is a policy reason, not a schema one).
+pub(super) enum Checked {
+    Spec(TaskSpec),
+    UnknownOperation(String),
+}
+
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation { field: field.to_string(), description: description.into() });
+    }
+
+    fn check_length(&mut self, field: &str, value: &str, min: usize, max: usize) {
+        let length = value.chars().count();
+        if length < min || length > max {
+            let bounds = if min == 0 { format!("at most {max}") } else { format!("{min}-{max}") };
+            self.add(field, format!("must be {bounds} characters, got {length}"));
+        }
+    }
+}
+
+pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<FieldViolation>> {
+    let mut violations = Violations::default();
+
+    if let Some(key) = &draft.idempotency_key {
+        violations.check_length("idempotency_key", key, 1, IDEMPOTENCY_KEY_CHARS);
+    }
+
+    let requested_by = match &draft.requested_by {
+        None => {
+            violations.add("requested_by", "is required");
+            None
+        }
+        Some(requester) => {
+            let kind = RequesterKind::parse(&requester.kind);
+            if kind.is_none() {
+                violations.add(
+                    "requested_by.kind",
+                    format!("must be one of human, agent, system, got {:?}", requester.kind),
+                );
+            }
+            violations.check_length("requested_by.id", &requester.id, 1, REQUESTER_ID_CHARS);
+            if let Some(label) = &requester.label {
+                violations.check_length("requested_by.label", label, 1, LABEL_CHARS);
+            }
+            kind.map(|kind| Requester {
+                kind,
+                id: requester.id.clone(),
+                label: requester.label.clone(),
+            })
+        }
+    };
+
+    let objective = draft.objective.trim().to_string();
+    violations.check_length("objective", &objective, OBJECTIVE_CHARS.0, OBJECTIVE_CHARS.1);
+
+    if draft.operation.is_empty() {
+        violations.add("operation", "is required: one of code_change, docs, analysis, ops");
+    }
+
+    let target = match &draft.target {
+        None => {
+            violations.add("target", "is required");
+            None
+        }
+        Some(target) => Some(normalize_target(target, &mut violations)),
+    };
+
+    let inputs = check_document("inputs", draft.inputs, &mut violations);
+    let metadata = check_document("metadata", draft.metadata, &mut violations);
+
+    let (Some(requested_by), Some(target), Some(inputs), Some(metadata)) =
+        (requested_by, target, inputs, metadata)
+    else {
+        return Err(violations.0);
+    };
+    if !violations.0.is_empty() {
+        return Err(violations.0);
+    }
+    let Some(operation) = Operation::parse(&draft.operation) else {
+        return Ok(Checked::UnknownOperation(draft.operation));
+    };
+    let constraints = Constraints {
+        time_budget_seconds: draft
+            .constraints
+            .time_budget_seconds
+            .unwrap_or(DEFAULT_TIME_BUDGET_SECONDS),
+        allow_network: draft.constraints.allow_network,
+        allow_secrets: draft.constraints.allow_secrets,
+    };
+    Ok(Checked::Spec(TaskSpec {
+        version: SPEC_VERSION.to_string(),
+        idempotency_key: draft.idempotency_key,
+        requested_by,
+        objective,
+        operation,
+        target,
+        constraints,
+        inputs,
+        metadata,
+    }))
+}
+
+/// Trims and lowercases the repo and drops one trailing `.git`; defaults the ref.
+fn normalize_target(target: &super::TargetDraft, violations: &mut Violations) -> Target {
+    let lowered = target.repo.trim().to_lowercase();
+    let repo = lowered.strip_suffix(".git").unwrap_or(&lowered).to_string();
+    if repo.is_empty() {
+        violations.add("target.repo", "is required (owner/name)");
+    } else {
+        violations.check_length("target.repo", &repo, 1, REPO_CHARS);
+        if let Some(problem) = names::repo_problem(&repo) {
+            violations.add("target.repo", problem);
+        }
+    }
+
+    let ref_name = if target.ref_name.is_empty() {
+        DEFAULT_REF.to_string()
+    } else {
+        target.ref_name.clone()
+    };
+    violations.check_length("target.ref", &ref_name, 1, REF_CHARS);
+    if let Some(problem) = names::ref_problem(&ref_name) {
+        violations.add("target.ref", problem);
+    }
+
+    violations.check_length("target.path", &target.path, 0, PATH_CHARS);
+    if let Some(problem) = names::path_problem(&target.path) {
+        violations.add("target.path", problem);
+    }
+    Target { repo, ref_name, path: target.path.clone() }
+}
+
+fn check_document(
+    field: &str,
+    document: Document,
+    violations: &mut Violations,
+) -> Option<Map<String, Json>> {
+    let map = match document {
+        Ok(map) => map,
+        Err(non_finite) => {
+            violations.add(
+                &format!("{field}.{}", non_finite.path),
+                "numbers must be finite (JSON has no NaN or infinity)",
+            );
+            return None;
+        }
+    };
+    let depth = object_depth(&map);
+    if depth > MAX_DOCUMENT_DEPTH {
+        violations.add(field, format!("nests {depth} levels deep; the limit is {MAX_DOCUMENT_DEPTH}"));
+        return None;
+    }
+    let size = serde_json::to_vec(&map).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > MAX_DOCUMENT_BYTES {
+        violations.add(field, format!("is {size} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"));
+        return None;
+    }
+    Some(map)
+}
+
+/// Nesting depth of an object: 1 for a flat one. Iterative, so hostile depth costs
+/// no stack.
+fn object_depth(map: &Map<String, Json>) -> usize {
+    let mut deepest = 1;
+    let mut pending: Vec<(&Json, usize)> = map.values().map(|value| (value, 1)).collect();
+    while let Some((value, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Json::Object(inner) => pending.extend(inner.values().map(|v| (v, depth + 1))),
+            Json::Array(items) => pending.extend(items.iter().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}

@@ -1,0 +1,179 @@
+//! The batching writer: one task per process owns client-facing writes and commits
+//! whatever is waiting as one transaction (group commit). While a commit runs, new
+//! requests queue; the next transaction takes them all, up to `max_batch`. Under
+//! load a commit (and its fsync) is shared by many requests; alone, a request waits
+//! for nobody.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::task::{Task, TaskSpec, now_micros};
+
+use super::connect::Backend;
+use super::insert::{self, Enqueued};
+use super::transition::{self, Transition, TransitionError};
+use super::{CancelNotice, StoreError, StoreEvents};
+
+pub(super) enum WriteOp {
+    Insert {
+        spec: TaskSpec,
+        max_attempts: i32,
+        reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+    },
+    Transition {
+        change: Transition,
+        reply: oneshot::Sender<Result<Task, TransitionError>>,
+    },
+}
+
+/// Sends writes to the batching writer, which runs until every handle is gone.
+#[derive(Clone)]
+pub(super) struct BatchHandle {
+    ops: mpsc::Sender<WriteOp>,
+}
+
+/// Requests waiting beyond this many make callers wait for room (backpressure).
+const QUEUE_CAPACITY: usize = 4096;
+
+pub(super) fn spawn(
+    db: DatabaseConnection,
+    backend: Backend,
+    events: StoreEvents,
+    max_batch: usize,
+) -> BatchHandle {
+    let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
+    let writer = BatchWriter { db, backend, events, max_batch: max_batch.max(1) };
+    tokio::spawn(writer.run(receiver));
+    BatchHandle { ops }
+}
+
+// === impl BatchHandle ===
+
+impl BatchHandle {
+    pub(super) async fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.ops.send(op).await.map_err(|_| StoreError::WriterStopped)
+    }
+}
+
+struct BatchWriter {
+    db: DatabaseConnection,
+    backend: Backend,
+    events: StoreEvents,
+    max_batch: usize,
+}
+
+struct InsertReply {
+    reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+}
+
+/// What a committed batch tells the rest of the process.
+#[derive(Default)]
+struct Committed {
+    queued: bool,
+    cancelled: Vec<CancelNotice>,
+}
+
+// === impl BatchWriter ===
+
+impl BatchWriter {
+    async fn run(self, mut receiver: mpsc::Receiver<WriteOp>) {
+        let mut ops = Vec::with_capacity(self.max_batch);
+        while receiver.recv_many(&mut ops, self.max_batch).await > 0 {
+            self.write(std::mem::take(&mut ops)).await;
+        }
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) {
+        let mut inserts = Vec::new();
+        let mut insert_replies = Vec::new();
+        let mut transitions = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Insert { spec, max_attempts, reply } => {
+                    inserts.push((spec, max_attempts));
+                    insert_replies.push(InsertReply { reply });
+                }
+                WriteOp::Transition { change, reply } => transitions.push((change, reply)),
+            }
+        }
+        let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
+        match self.commit(&inserts, &changes).await {
+            Ok((inserted, transitioned, committed)) => {
+                for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
+                    let _ = waiting.reply.send(outcome);
+                }
+                for (outcome, (_, reply)) in transitioned.into_iter().zip(transitions) {
+                    let _ = reply.send(outcome.map(|(task, _)| task));
+                }
+                if committed.queued {
+                    self.events.task_queued.notify_one();
+                }
+                for notice in committed.cancelled {
+                    let _ = self.events.task_cancelled.send(notice);
+                }
+            }
+            Err(error) => {
+                warn!(%error, requests = inserts.len() + changes.len(), "write batch failed");
+                let message = error.to_string();
+                let failure = || StoreError::Database(DbErr::Custom(message.clone()));
+                for waiting in insert_replies {
+                    let _ = waiting.reply.send(Err(failure()));
+                }
+                for (_, reply) in transitions {
+                    let _ = reply.send(Err(TransitionError::Store(failure())));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn commit(
+        &self,
+        inserts: &[(TaskSpec, i32)],
+        changes: &[&Transition],
+    ) -> Result<
+        (
+            Vec<Result<Enqueued, StoreError>>,
+            Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
+            Committed,
+        ),
+        DbErr,
+    > {
+        let now = now_micros();
+        let txn = self.db.begin().await?;
+        let inserted = if inserts.is_empty() {
+            Vec::new()
+        } else {
+            insert::insert_batch(&txn, inserts, now).await?
+        };
+        let mut transitioned = Vec::with_capacity(changes.len());
+        for change in changes {
+            transitioned.push(transition::apply(&txn, change, now).await?);
+        }
+        let committed = Committed {
+            queued: inserted.iter().any(|outcome| matches!(outcome, Ok(e) if e.created)),
+            cancelled: transitioned
+                .iter()
+                .filter_map(|outcome| outcome.as_ref().ok().and_then(|(_, notice)| *notice))
+                .collect(),
+        };
+        if self.backend == Backend::Postgres {
+            // delivered to other replicas' dispatchers only if this commits
+            if committed.queued {
+                txn.execute_unprepared("SELECT pg_notify('jct_task_queued', '')").await?;
+            }
+            for notice in &committed.cancelled {
+                let payload = format!("{}:{}", notice.task_id, notice.lease_token);
+                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT pg_notify('jct_task_cancelled', $1)",
+                    [payload.into()],
+                ))
+                .await?;
+            }
+        }
+        txn.commit().await?;
+        Ok((inserted, transitioned, committed))
+    }
+}

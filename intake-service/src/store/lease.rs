@@ -1,0 +1,281 @@
+//! Worker leases: claiming queued tasks, renewing, and handing tasks back when a
+//! worker stops, is lost, or lets its lease expire.
+//!
+//! A claim is one statement that picks the oldest available queued tasks and makes
+//! them running under a fresh lease per task; on Postgres `FOR UPDATE SKIP LOCKED`
+//! lets claimers on several replicas take disjoint tasks without waiting, and on
+//! SQLite the single writer makes the statement atomic.
+
+use std::time::Duration;
+
+use rand::Rng;
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
+use uuid::Uuid;
+
+use jct::reasons::task_error::WORKER_LOST;
+
+use crate::task::{Status, Task, now_micros};
+
+use super::entity::{Column, Entity, Model};
+use super::{Store, StoreError};
+
+/// A task claimed for a worker, with its lease.
+pub type Claimed = Task;
+
+/// How long a task lost by its worker waits before it is dispatched again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    /// Capped exponential backoff with jitter: `base * 2^(attempt-1)`, capped, then
+    /// scaled by a random factor in [0.5, 1] so tasks lost together do not return
+    /// together.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let uncapped = self.backoff_base.saturating_mul(2u32.saturating_pow(exponent));
+        let capped = uncapped.min(self.backoff_max);
+        capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+/// Why a held task goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Claimed but never delivered to the worker: undo the claim.
+    Undelivered,
+    /// The worker handed it back unfinished (shutting down): queue it again now.
+    HandedBack,
+    /// The worker is gone or its lease expired: retry after a backoff, or fail with
+    /// `WORKER_LOST` when the attempts are spent.
+    WorkerLost,
+}
+
+/// What became of a released task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    Requeued,
+    Failed,
+    /// The lease was no longer current: someone else moved the task first.
+    Stale,
+}
+
+const CLAIM_SQLITE: &str = "\
+UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = $1, updated_at = $1,
+    worker_id = $2, lease_token = randomblob(16), lease_expires_at = $3
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND available_at <= $1   -- not in a retry backoff
+    ORDER BY queued_at, id                           -- oldest first
+    LIMIT $4)
+RETURNING *";
+
+const CLAIM_POSTGRES: &str = "\
+UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = $1, updated_at = $1,
+    worker_id = $2, lease_token = gen_random_uuid(), lease_expires_at = $3
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND available_at <= $1
+    ORDER BY queued_at, id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED)                          -- other claimers take other rows
+RETURNING *";
+
+// === impl Store ===
+
+impl Store {
+    /// Claims up to `limit` of the oldest available queued tasks for `worker_id`.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        limit: u32,
+        lease_ttl: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_micros();
+        let expires_at = now.saturating_add(micros(lease_ttl));
+        let backend = self.db_backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => CLAIM_POSTGRES,
+            _ => CLAIM_SQLITE,
+        };
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [now.into(), worker_id.into(), expires_at.into(), i64::from(limit).into()],
+        );
+        let rows = self.writer.query_all_raw(statement).await?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for row in rows {
+            tasks.push(Model::from_query_result(&row, "")?.into_task()?);
+        }
+        tasks.sort_by_key(|task| (task.queued_at, task.id));
+        Ok(tasks)
+    }
+
+    /// Extends the leases that are still current; returns the tasks renewed.
+    pub async fn renew(
+        &self,
+        leases: &[(Uuid, Uuid)],
+        lease_ttl: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires_at = now_micros().saturating_add(micros(lease_ttl));
+        let mut current = Condition::any();
+        for (task_id, token) in leases {
+            current = current.add(
+                Condition::all()
+                    .add(Expr::col(Column::Id).eq(*task_id))
+                    .add(Expr::col(Column::LeaseToken).eq(*token)),
+            );
+        }
+        let mut update = Query::update();
+        update
+            .table(Entity)
+            .value(Column::LeaseExpiresAt, expires_at)
+            .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
+            .cond_where(current)
+            .returning_col(Column::Id);
+        let mut renewed = Vec::with_capacity(leases.len());
+        for row in self.writer.query_all(&update).await? {
+            renewed.push(row.try_get::<Uuid>("", "id")?);
+        }
+        Ok(renewed)
+    }
+
+    /// Hands a held task back under its lease.
+    pub async fn release(
+        &self,
+        task_id: Uuid,
+        lease_token: Uuid,
+        why: Release,
+        retry: &RetryPolicy,
+    ) -> Result<Released, StoreError> {
+        let now = now_micros();
+        let held = || {
+            let mut update = Query::update();
+            update
+                .table(Entity)
+                .value(Column::UpdatedAt, now)
+                .value(Column::LeaseToken, Option::<Uuid>::None)
+                .value(Column::LeaseExpiresAt, Option::<i64>::None)
+                .and_where(Expr::col(Column::Id).eq(task_id))
+                .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
+                .and_where(Expr::col(Column::LeaseToken).eq(lease_token));
+            update
+        };
+
+        if why == Release::WorkerLost {
+            let mut fail = held();
+            fail.value(Column::Status, Status::Failed.as_str())
+                .value(Column::CompletedAt, now)
+                .value(Column::ErrorCode, WORKER_LOST)
+                .value(
+                    Column::ErrorMessage,
+                    "the worker running the task was lost on its last allowed attempt",
+                )
+                .and_where(Expr::col(Column::Attempt).gte(Expr::col(Column::MaxAttempts)));
+            if self.writer.execute(&fail).await?.rows_affected() > 0 {
+                return Ok(Released::Failed);
+            }
+        }
+
+        let mut requeue = held();
+        requeue
+            .value(Column::Status, Status::Queued.as_str())
+            .value(Column::QueuedAt, now);
+        match why {
+            Release::Undelivered => {
+                requeue
+                    .value(Column::Attempt, Expr::col(Column::Attempt).sub(1))
+                    .value(Column::StartedAt, Option::<i64>::None)
+                    .value(Column::AvailableAt, now);
+            }
+            Release::HandedBack => {
+                requeue.value(Column::AvailableAt, now);
+            }
+            Release::WorkerLost => {
+                let attempt = self.attempt_of(task_id).await?.unwrap_or(1);
+                requeue.value(Column::AvailableAt, now.saturating_add(micros(retry.delay(attempt))));
+            }
+        }
+        if self.writer.execute(&requeue).await?.rows_affected() > 0 {
+            self.events.task_queued.notify_one();
+            return Ok(Released::Requeued);
+        }
+        Ok(Released::Stale)
+    }
+
+    /// Running tasks whose lease expired before now, as (task, lease) pairs.
+    pub async fn expired_leases(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let rows = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::LeaseToken)
+            .filter(Expr::col(Column::Status).eq(Status::Running.as_str()))
+            .filter(Expr::col(Column::LeaseExpiresAt).lt(now_micros()))
+            .order_by_asc(Column::LeaseExpiresAt)
+            .limit(limit)
+            .into_tuple::<(Uuid, Option<Uuid>)>()
+            .all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(id, token)| Some((id, token?))).collect())
+    }
+
+    /// The earliest time a queued task in backoff becomes available, if any.
+    pub async fn next_available_at(&self) -> Result<Option<i64>, StoreError> {
+        let next = Entity::find()
+            .select_only()
+            .column(Column::AvailableAt)
+            .filter(Expr::col(Column::Status).eq(Status::Queued.as_str()))
+            .order_by_asc(Column::AvailableAt)
+            .into_tuple::<i64>()
+            .one(&self.reader)
+            .await?;
+        Ok(next)
+    }
+
+    async fn attempt_of(&self, task_id: Uuid) -> Result<Option<i32>, StoreError> {
+        Ok(Entity::find_by_id(task_id)
+            .select_only()
+            .column(Column::Attempt)
+            .into_tuple::<i32>()
+            .one(&self.writer)
+            .await?)
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let policy = RetryPolicy {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+        };
+        for _ in 0..100 {
+            let first = policy.delay(1);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+            let third = policy.delay(3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
+            let late = policy.delay(30);
+            assert!(late >= Duration::from_secs(5) && late <= Duration::from_secs(10));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Reads: one task, a filtered page of tasks, counts by status.
+
+use std::collections::BTreeMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use crate::task::{Status, Task};
+
+use super::entity::{Column, Entity};
+use super::{Store, StoreError};
+
+/// Exact-match filters on stored, normalized values; `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub operation: Option<String>,
+    pub requester_kind: Option<String>,
+    pub target_repo: Option<String>,
+}
+
+/// Tasks per status; every status is present.
+pub type StatusCounts = BTreeMap<&'static str, i64>;
+
+// === impl Store ===
+
+impl Store {
+    pub async fn get(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
+        match Entity::find_by_id(id).one(&self.reader).await? {
+            Some(model) => Ok(Some(model.into_task()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Newest first (ids are time-ordered UUIDv7), strictly older than `before`:
+    /// a keyset page, so inserts while paging shift nothing.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        before: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut query = Entity::find();
+        let filters = [
+            (Column::Status, &filter.status),
+            (Column::Operation, &filter.operation),
+            (Column::RequestedByKind, &filter.requester_kind),
+            (Column::TargetRepo, &filter.target_repo),
+        ];
+        for (column, value) in filters {
+            if let Some(value) = value {
+                query = query.filter(Expr::col(column).eq(value.as_str()));
+            }
+        }
+        if let Some(before) = before {
+            query = query.filter(Expr::col(Column::Id).lt(before));
+        }
+        let models = query.order_by_desc(Column::Id).limit(limit).all(&self.reader).await?;
+        let mut tasks = Vec::with_capacity(models.len());
+        for model in models {
+            tasks.push(model.into_task()?);
+        }
+        Ok(tasks)
+    }
+
+    pub async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        let rows = Entity::find()
+            .select_only()
+            .column(Column::Status)
+            .column_as(Expr::col(Column::Id).count(), "count")
+            .group_by(Column::Status)
+            .into_tuple::<(String, i64)>()
+            .all(&self.reader)
+            .await?;
+        let mut counts: StatusCounts = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for (status, count) in rows {
+            if let Some(known) = Status::parse(&status) {
+                counts.insert(known.as_str(), count);
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,131 @@
+//! Status changes, each one guarded `UPDATE … RETURNING`: the row changes only if
+//! it is in a status the state machine allows and, for a worker's report, still
+//! under the lease the worker presents. Concurrent changes cannot both win.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
+};
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+use crate::task::{Status, Task, TaskError};
+
+use super::entity::{Column, Entity, Model, object_text};
+use super::{CancelNotice, StoreError};
+
+/// A requested status change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub task_id: Uuid,
+    pub to: Status,
+    pub result: Option<Map<String, Json>>,
+    pub error: Option<TaskError>,
+    pub trace_uri: Option<String>,
+    /// The lease a worker presents; `None` for a client.
+    pub lease_token: Option<Uuid>,
+}
+
+impl Transition {
+    pub fn new(task_id: Uuid, to: Status) -> Self {
+        Self { task_id, to, result: None, error: None, trace_uri: None, lease_token: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("task not found")]
+    NotFound,
+    #[error("a {from} task cannot become {to}")]
+    Invalid { from: Status, to: Status },
+    #[error("the lease is not the task's current lease")]
+    LeaseLost { holder: Option<String> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(super) async fn apply(
+    txn: &DatabaseTransaction,
+    change: &Transition,
+    now: i64,
+) -> Result<Result<(Task, Option<CancelNotice>), TransitionError>, DbErr> {
+    let mut update = Query::update();
+    update
+        .table(Entity)
+        .value(Column::UpdatedAt, now)
+        .and_where(Expr::col(Column::Id).eq(change.task_id))
+        .returning_all();
+    if let Some(trace_uri) = &change.trace_uri {
+        update.value(Column::TraceUri, trace_uri.clone());
+    }
+
+    let leased_report = change.to == Status::Running && change.lease_token.is_some();
+    if leased_report {
+        // a claim already made the task running; the worker's report confirms it
+        update.and_where(Expr::col(Column::Status).eq(Status::Running.as_str()));
+    } else {
+        let sources: Vec<&str> = change.to.sources().iter().map(|s| s.as_str()).collect();
+        if sources.is_empty() {
+            return Ok(Err(classify(txn, change).await?));
+        }
+        update
+            .value(Column::Status, change.to.as_str())
+            .and_where(Expr::col(Column::Status).is_in(sources));
+    }
+
+    match change.to {
+        Status::Running if !leased_report => {
+            update
+                .value(Column::StartedAt, now)
+                .value(Column::Attempt, Expr::col(Column::Attempt).add(1));
+        }
+        Status::Completed | Status::Failed | Status::Cancelled => {
+            update
+                .value(Column::CompletedAt, now)
+                .value(Column::LeaseExpiresAt, Option::<i64>::None)
+                .value(Column::Result, change.result.as_ref().map(object_text))
+                .value(Column::ErrorCode, change.error.as_ref().map(|e| e.code.clone()))
+                .value(Column::ErrorMessage, change.error.as_ref().map(|e| e.message.clone()));
+        }
+        _ => {}
+    }
+
+    // Cancellation is the client's; every other change is fenced by the lease.
+    if change.to != Status::Cancelled {
+        match change.lease_token {
+            Some(token) => update.and_where(Expr::col(Column::LeaseToken).eq(token)),
+            None => update.and_where(Expr::col(Column::LeaseToken).is_null()),
+        };
+    }
+
+    let Some(row) = txn.query_one(&update).await? else {
+        return Ok(Err(classify(txn, change).await?));
+    };
+    let model = Model::from_query_result(&row, "")?;
+    let notice = match (change.to, model.lease_token) {
+        (Status::Cancelled, Some(lease_token)) if model.worker_id.is_some() => {
+            Some(CancelNotice { task_id: model.id, lease_token })
+        }
+        _ => None,
+    };
+    Ok(model.into_task().map(|task| (task, notice)).map_err(TransitionError::Store))
+}
+
+/// Why a guarded update changed nothing.
+async fn classify(txn: &DatabaseTransaction, change: &Transition) -> Result<TransitionError, DbErr> {
+    let Some(current) = Entity::find_by_id(change.task_id).one(txn).await? else {
+        return Ok(TransitionError::NotFound);
+    };
+    let Some(from) = Status::parse(&current.status) else {
+        return Ok(TransitionError::Store(StoreError::Corrupt(format!(
+            "task {}: unknown status {:?}",
+            current.id, current.status
+        ))));
+    };
+    let reportable = from.can_move_to(change.to)
+        || (from == Status::Running && change.to == Status::Running && change.lease_token.is_some());
+    if !reportable {
+        return Ok(TransitionError::Invalid { from, to: change.to });
+    }
+    Ok(TransitionError::LeaseLost { holder: current.worker_id })
+}

@@ -1,0 +1,17 @@
+//! Schema migrations of the intake database. The same migrations run on SQLite and
+//! Postgres; the intake applies them on start and `intake-service migrate` applies
+//! them alone (a Kubernetes init container). Migrations are never edited once
+//! landed: a change is a new file.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_tasks;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_create_tasks::Migration)]
+    }
+}

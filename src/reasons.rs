@@ -1,0 +1,34 @@
+//! The stable reasons carried in `google.rpc.ErrorInfo` (domain [`DOMAIN`]) and in
+//! `ReportAck.reason`. Clients match on these strings; they never change meaning.
+
+/// The `ErrorInfo.domain` of every JCT error.
+pub const DOMAIN: &str = "jct";
+
+pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
+pub const UNSUPPORTED_VERSION: &str = "UNSUPPORTED_VERSION";
+pub const INVALID_OPERATION: &str = "INVALID_OPERATION";
+pub const REPO_NOT_ALLOWED: &str = "REPO_NOT_ALLOWED";
+pub const TIME_BUDGET_TOO_LOW: &str = "TIME_BUDGET_TOO_LOW";
+pub const TIME_BUDGET_TOO_HIGH: &str = "TIME_BUDGET_TOO_HIGH";
+pub const NETWORK_ACCESS_DENIED: &str = "NETWORK_ACCESS_DENIED";
+pub const SECRETS_ACCESS_DENIED: &str = "SECRETS_ACCESS_DENIED";
+pub const TASK_NOT_FOUND: &str = "TASK_NOT_FOUND";
+pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
+pub const IDEMPOTENCY_KEY_CONFLICT: &str = "IDEMPOTENCY_KEY_CONFLICT";
+pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
+pub const LEASE_LOST: &str = "LEASE_LOST";
+pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+pub const REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
+pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+
+/// Error codes of `Task.error` set by JCT itself (executors add their own).
+pub mod task_error {
+    pub const WORKER_LOST: &str = "WORKER_LOST";
+    pub const TIME_BUDGET_EXCEEDED: &str = "TIME_BUDGET_EXCEEDED";
+    pub const SANDBOX_UNAVAILABLE: &str = "SANDBOX_UNAVAILABLE";
+    pub const EXIT_STATUS: &str = "EXIT_STATUS";
+    pub const EXECUTOR_ERROR: &str = "EXECUTOR_ERROR";
+    pub const WORKSPACE_FAILED: &str = "WORKSPACE_FAILED";
+    pub const CANCELLED: &str = "CANCELLED";
+}
