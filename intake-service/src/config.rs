@@ -1,1 +1,152 @@
+//! Configuration: every setting is an environment variable (the contract's names)
+//! with a flag mirroring it; `intake-service --help` explains each.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::dispatch::DispatchConfig;
+use crate::store::{RetryPolicy, SqliteSynchronous, StoreOptions};
+use crate::telemetry::LogFormat;
+
+/// The default database: a SQLite file in the working directory, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://jct-intake.db?mode=rwc";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "intake-service",
+    version,
+    about = "JCT intake: accepts tasks over gRPC (jct.v1.TaskService), governs them with a \
+             policy gate, stores them durably and dispatches them to connected workers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: IntakeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations and exit (for an init container or Job).
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IntakeConfig {
+    /// Database: `sqlite://PATH?mode=rwc` or `postgres://USER:PASS@HOST:PORT/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+
+    /// gRPC listen address.
+    #[arg(long = "listen-addr", env = "JCT_INTAKE_ADDR", default_value = "127.0.0.1:50051")]
+    pub listen_addr: SocketAddr,
+
+    /// Repository prefixes tasks may target, comma separated (`myorg/,partner/team`).
+    /// Whole path segments match. Empty denies every repository.
+    #[arg(long, env = "JCT_ALLOWED_REPO_PREFIXES", default_value = "")]
+    pub allowed_repo_prefixes: String,
+
+    /// Log format: `text` for people, `json` for log collectors. The filter is `RUST_LOG`.
+    #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Apply pending migrations on start. Turn off when an init container or Job
+    /// runs `intake-service migrate`.
+    #[arg(long, env = "JCT_MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// After SIGTERM/SIGINT, how long in-flight calls may take before the process exits.
+    #[arg(long, env = "JCT_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Largest request message accepted, in bytes (larger ones are refused with OUT_OF_RANGE).
+    #[arg(long, env = "JCT_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=(64 * 1024 * 1024)))]
+    pub max_request_bytes: u32,
+
+    /// How long a worker's lease on a task lasts without renewal, in seconds.
+    #[arg(long, env = "JCT_LEASE_TTL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl_seconds: u64,
+
+    /// Executions a task gets before a lost worker fails it with WORKER_LOST.
+    #[arg(long, env = "JCT_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub max_attempts: i32,
+
+    /// First retry delay after a worker is lost, in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, env = "JCT_RETRY_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub retry_backoff_base_ms: u64,
+
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "JCT_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    pub retry_backoff_max_ms: u64,
+
+    /// SQLite durability: `normal` survives a crash of the process (kill -9), `full`
+    /// also survives power loss. Commits are batched either way.
+    #[arg(long, env = "JCT_SQLITE_SYNCHRONOUS", value_enum, default_value = "normal")]
+    pub sqlite_synchronous: SqliteSynchronous,
+
+    /// Database connections in the pool (readers on SQLite; all on Postgres).
+    #[arg(long, env = "JCT_DB_MAX_CONNECTIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub db_max_connections: u32,
+}
+
+impl IntakeConfig {
+    /// The configuration with every default and the given database, for tests and tools.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        let mut config = Cli::parse_from(["intake-service"]).config;
+        config.database_url = database_url.into();
+        config
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            sqlite_synchronous: self.sqlite_synchronous,
+            migrate: self.migrate_on_start,
+            ..StoreOptions::new(&self.database_url)
+        }
+    }
+
+    pub fn dispatch_config(&self) -> DispatchConfig {
+        DispatchConfig {
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
+            retry: RetryPolicy {
+                backoff_base: Duration::from_millis(self.retry_backoff_base_ms),
+                backoff_max: Duration::from_millis(self.retry_backoff_max_ms.max(self.retry_backoff_base_ms)),
+            },
+            ..DispatchConfig::default()
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_mirror_the_environment_defaults() {
+        let cli = Cli::parse_from(["intake-service", "--listen-addr", "0.0.0.0:6000", "migrate"]);
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.config.listen_addr.port(), 6000);
+        assert_eq!(cli.config.max_attempts, 3);
+        assert!(cli.config.migrate_on_start);
+    }
+}

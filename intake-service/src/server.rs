@@ -1,1 +1,178 @@
+//! Assembling and running the intake: store, dispatcher, gRPC services, health and
+//! reflection on one pre-bound listener, with a graceful shutdown.
 
+use std::future::Future;
+use std::time::Duration;
+
+use jct::v1::dispatch_service_server::DispatchServiceServer;
+use jct::v1::operator_service_server::OperatorServiceServer;
+use jct::v1::task_service_server::TaskServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::api::operator_service::OperatorApi;
+use crate::api::task_service::TaskApi;
+use crate::config::IntakeConfig;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::session::DispatchApi;
+use crate::policy::PolicyConfig;
+use crate::store::{Store, StoreError};
+
+/// The health service names clients may check besides the overall "".
+pub const TASK_SERVICE_NAME: &str = "jct.v1.TaskService";
+pub const DISPATCH_SERVICE_NAME: &str = "jct.v1.DispatchService";
+pub const OPERATOR_SERVICE_NAME: &str = "jct.v1.OperatorService";
+
+const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("could not open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the intake on `listener` until `shutdown` resolves, then drains: health
+/// turns NOT_SERVING, worker streams close (their leases are kept), new calls are
+/// refused and in-flight calls get `grace` to finish.
+pub async fn serve(
+    config: IntakeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let store = Store::open(config.store_options()).await?;
+    info!(backend = store.backend().as_str(), "database ready");
+    let stopping = CancellationToken::new();
+    let mut background = JoinSet::new();
+    if let Some(listener) = store.notification_listener(stopping.clone()) {
+        background.spawn(listener);
+    }
+
+    let dispatcher = Dispatcher::new(store.clone(), config.dispatch_config(), stopping.clone());
+    dispatcher.spawn(&mut background);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    background.spawn(watch_database(store.clone(), health.clone(), stopping.clone()));
+
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+
+    let max_request = config.max_request_bytes as usize;
+    let policy = PolicyConfig::from_prefix_list(&config.allowed_repo_prefixes);
+    if policy.allowed_repo_prefixes().is_empty() {
+        warn!("JCT_ALLOWED_REPO_PREFIXES is empty: every Enqueue will be refused with REPO_NOT_ALLOWED");
+    }
+    let task_api = TaskApi::new(store.clone(), policy, config.max_attempts);
+    let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
+
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        // detects workers that vanished without closing their stream
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TaskServiceServer::new(task_api).max_decoding_message_size(max_request))
+        .add_service(DispatchServiceServer::new(DispatchApi::new(dispatcher)).max_decoding_message_size(max_request))
+        .add_service(OperatorServiceServer::new(operator_api).max_decoding_message_size(max_request))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = server_stopped.await;
+        });
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => {
+            stopping.cancel();
+            return result.map_err(ServeError::from);
+        }
+        _ = shutdown => {}
+    }
+    info!("shutting down: health NOT_SERVING, draining calls");
+    set_health(&health, ServingStatus::NotServing).await;
+    stopping.cancel();
+    let _ = stop_server.send(());
+    match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+        Ok(result) => result?,
+        Err(_) => warn!(grace = ?config.shutdown_grace(), "calls still in flight after the grace period"),
+    }
+    background.shutdown().await;
+    store.close().await;
+    info!("intake stopped");
+    Ok(())
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    // both builders need every set, including both reflection protos, or grpcurl's
+    // v1alpha client lists an incomplete set of services
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(jct::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in ["", TASK_SERVICE_NAME, DISPATCH_SERVICE_NAME, OPERATOR_SERVICE_NAME] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Health follows the database: NOT_SERVING while it does not answer.
+async fn watch_database(store: Store, health: HealthReporter, stopping: CancellationToken) {
+    let mut serving = true;
+    let mut ticker = tokio::time::interval(DATABASE_PROBE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let reachable = tokio::time::timeout(DATABASE_PROBE_INTERVAL, store.ping()).await.unwrap_or(false);
+        if reachable != serving && !stopping.is_cancelled() {
+            serving = reachable;
+            if reachable {
+                info!("database reachable again: SERVING");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                warn!("database unreachable: NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => info!("SIGINT received"),
+            _ = terminate.recv() => info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,1 +1,8 @@
-pub fn x() {}
+//! The gRPC surface: wire types in, domain types to the gate and the store, wire
+//! types out. Handlers stay thin; every mapping lives in [`convert`] and [`errors`].
+
+pub mod convert;
+pub mod errors;
+pub mod operator_service;
+pub mod page_token;
+pub mod task_service;

@@ -210,6 +210,12 @@ impl Store {
             }
         }
         if self.writer.execute(&requeue).await?.rows_affected() > 0 {
+            if self.backend == super::Backend::Postgres {
+                // wake the dispatchers of every replica, not only this one
+                self.writer
+                    .execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
+                    .await?;
+            }
             self.events.task_queued.notify_one();
             return Ok(Released::Requeued);
         }

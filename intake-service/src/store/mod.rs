@@ -10,7 +10,8 @@ mod batch;
 mod connect;
 pub mod entity;
 mod insert;
-mod lease;
+mod notify;
+pub mod lease;
 mod read;
 mod transition;
 
@@ -20,9 +21,9 @@ use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-pub use connect::{Backend, StoreOptions, SqliteSynchronous, migrate_only};
+pub use connect::{Backend, SqliteSynchronous, StoreOptions, migrate_only, redact};
 pub use insert::Enqueued;
-pub use lease::{Claimed, RetryPolicy};
+pub use lease::{Claimed, Release, Released, RetryPolicy};
 pub use read::{ListFilter, StatusCounts};
 pub use transition::{Transition, TransitionError};
 

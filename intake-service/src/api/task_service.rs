@@ -1,0 +1,229 @@
+//! `jct.v1.TaskService`: thin handlers that read the request, ask the policy gate
+//! and the store, and write the answer.
+
+use std::sync::Arc;
+
+use jct::reasons;
+use jct::structs::struct_to_json;
+use jct::v1 as pb;
+use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
+
+use crate::policy::{self, PolicyConfig};
+use crate::store::{ListFilter, Store, Transition};
+use crate::task::{Status as TaskStatus, TaskError};
+
+use super::convert::{draft_from_request, spec_to_pb, task_to_pb};
+use super::errors::{self, validation_failed};
+use super::page_token::{self, PageTokenError};
+
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 500;
+const MAX_TRACE_URI_CHARS: usize = 2048;
+const MAX_ERROR_MESSAGE_CHARS: usize = 16 * 1024;
+
+/// What every TaskService call needs.
+pub struct TaskApi {
+    store: Store,
+    policy: Arc<PolicyConfig>,
+    max_attempts: i32,
+}
+
+impl TaskApi {
+    pub fn new(store: Store, policy: PolicyConfig, max_attempts: i32) -> Self {
+        Self { store, policy: Arc::new(policy), max_attempts }
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for TaskApi {
+    async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> RpcResult<pb::EnqueueResponse> {
+        let request = request.into_inner();
+        let draft = draft_from_request(&request);
+        let spec = policy::admit(draft, &self.policy).map_err(errors::from_rejection)?;
+        if request.validate_only {
+            let mut task = spec_to_pb(&spec);
+            task.status = TaskStatus::Queued.as_str().to_string();
+            return Ok(Response::new(pb::EnqueueResponse {
+                task_id: String::new(),
+                status: TaskStatus::Queued.as_str().to_string(),
+                task: Some(task),
+                created: false,
+            }));
+        }
+        let enqueued = self.store.enqueue(spec, self.max_attempts).await.map_err(errors::from_store)?;
+        Ok(Response::new(pb::EnqueueResponse {
+            task_id: enqueued.task.id.to_string(),
+            status: enqueued.task.status.as_str().to_string(),
+            task: Some(task_to_pb(&enqueued.task)),
+            created: enqueued.created,
+        }))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
+        let task_id = request.into_inner().task_id;
+        let id = parse_task_id(&task_id)?;
+        match self.store.get(id).await.map_err(errors::from_store)? {
+            Some(task) => Ok(Response::new(task_to_pb(&task))),
+            None => Err(errors::not_found(&task_id)),
+        }
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
+        let request = request.into_inner();
+        let filter = ListFilter {
+            status: non_empty(request.status),
+            operation: non_empty(request.operation),
+            requester_kind: non_empty(request.requester_kind),
+            target_repo: non_empty(request.target_repo),
+        };
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => {
+                return Err(validation_failed([("page_size", "must not be negative")]));
+            }
+            size => u64::try_from(size).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+        };
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(page_token::decode(&request.page_token, &filter).map_err(|error| {
+                let hint = match error {
+                    PageTokenError::Malformed => "pass the next_page_token of a previous page as it was",
+                    PageTokenError::FiltersChanged => "keep the filters of the first page while paging",
+                };
+                errors::status(Code::InvalidArgument, reasons::INVALID_PAGE_TOKEN, format!("{error}: {hint}"))
+            })?)
+        };
+        let mut tasks = self
+            .store
+            .list(&filter, before, page_size + 1)
+            .await
+            .map_err(errors::from_store)?;
+        let has_more = tasks.len() as u64 > page_size;
+        tasks.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
+        let next_page_token = match (has_more, tasks.last()) {
+            (true, Some(last)) => page_token::encode(last.id, &filter),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.iter().map(task_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_status(&self, request: Request<pb::UpdateStatusRequest>) -> RpcResult<pb::Task> {
+        let request = request.into_inner();
+        let change = transition_from_request(&request)?;
+        let task = self
+            .store
+            .transition(change)
+            .await
+            .map_err(|error| errors::from_transition(error, &request.task_id))?;
+        Ok(Response::new(task_to_pb(&task)))
+    }
+}
+
+/// Reads an UpdateStatus request, checking every field against the target status.
+pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Transition, Status> {
+    let mut violations: Vec<(&str, String)> = Vec::new();
+    let task_id = Uuid::parse_str(&request.task_id);
+    if task_id.is_err() {
+        violations.push(("task_id", "must be a task id (a UUID)".to_string()));
+    }
+    let to = TaskStatus::parse(&request.status);
+    if to.is_none() {
+        violations.push((
+            "status",
+            format!("must be one of running, completed, failed, cancelled, got {:?}", request.status),
+        ));
+    }
+    let lease_token = match request.lease_token.as_str() {
+        "" => None,
+        text => match Uuid::parse_str(text) {
+            Ok(token) => Some(token),
+            Err(_) => {
+                violations.push(("lease_token", "must be the lease token of an assignment".to_string()));
+                None
+            }
+        },
+    };
+    let result = match &request.result {
+        None => None,
+        Some(result) => match struct_to_json(result) {
+            Ok(map) => Some(map),
+            Err(bad) => {
+                violations.push(("result", format!("has a non-finite number at {}", bad.path)));
+                None
+            }
+        },
+    };
+    if let Some(size) = result.as_ref().map(|map| serde_json::to_vec(map).map_or(usize::MAX, |b| b.len()))
+        && size > policy::MAX_DOCUMENT_BYTES
+    {
+        violations.push(("result", format!("is {size} bytes as JSON; the limit is {}", policy::MAX_DOCUMENT_BYTES)));
+    }
+    let error = request.error.as_ref().map(|error| TaskError {
+        code: error.code.clone(),
+        message: error.message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect(),
+    });
+    if let Some(error) = &error
+        && (error.code.is_empty() || error.code.chars().count() > 64)
+    {
+        violations.push(("error.code", "must be 1-64 characters".to_string()));
+    }
+    if request.trace_uri.chars().count() > MAX_TRACE_URI_CHARS {
+        violations.push(("trace_uri", format!("must be at most {MAX_TRACE_URI_CHARS} characters")));
+    }
+    match to {
+        Some(TaskStatus::Completed) => {
+            if request.result.is_none() {
+                violations.push(("result", "is required to complete a task".to_string()));
+            }
+            if request.error.is_some() {
+                violations.push(("error", "must be unset for a completed task".to_string()));
+            }
+        }
+        Some(TaskStatus::Failed) => {
+            if request.error.is_none() {
+                violations.push(("error", "is required to fail a task".to_string()));
+            }
+            if request.result.is_some() {
+                violations.push(("result", "must be unset for a failed task".to_string()));
+            }
+        }
+        Some(_) => {
+            if request.result.is_some() {
+                violations.push(("result", format!("must be unset for status {}", request.status)));
+            }
+            if request.error.is_some() && to != Some(TaskStatus::Cancelled) {
+                violations.push(("error", format!("must be unset for status {}", request.status)));
+            }
+        }
+        None => {}
+    }
+    let (Ok(task_id), Some(to), true) = (task_id, to, violations.is_empty()) else {
+        return Err(validation_failed(violations.iter().map(|(f, d)| (*f, d.as_str()))));
+    };
+    Ok(Transition {
+        task_id,
+        to,
+        result,
+        error,
+        trace_uri: non_empty(Some(request.trace_uri.clone())),
+        lease_token,
+    })
+}
+
+pub fn parse_task_id(task_id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(task_id).map_err(|_| {
+        let description = if task_id.is_empty() { "is required" } else { "must be a task id (a UUID)" };
+        validation_failed([("task_id", description)])
+    })
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|text| !text.is_empty())
+}
