@@ -42,7 +42,11 @@ pub struct IntakeConfig {
     pub database_url: String,
 
     /// gRPC listen address.
-    #[arg(long = "listen-addr", env = "JCT_INTAKE_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long = "listen-addr",
+        env = "JCT_INTAKE_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen_addr: SocketAddr,
 
     /// Repository prefixes tasks may target, comma separated (`myorg/,partner/team`).
@@ -88,7 +92,12 @@ pub struct IntakeConfig {
 
     /// SQLite durability: `normal` survives a crash of the process (kill -9), `full`
     /// also survives power loss. Commits are batched either way.
-    #[arg(long, env = "JCT_SQLITE_SYNCHRONOUS", value_enum, default_value = "normal")]
+    #[arg(
+        long,
+        env = "JCT_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "normal"
+    )]
     pub sqlite_synchronous: SqliteSynchronous,
 
     /// Database connections in the pool (readers on SQLite; all on Postgres).
@@ -120,7 +129,9 @@ impl IntakeConfig {
             lease_ttl: Duration::from_secs(self.lease_ttl_seconds),
             retry: RetryPolicy {
                 backoff_base: Duration::from_millis(self.retry_backoff_base_ms),
-                backoff_max: Duration::from_millis(self.retry_backoff_max_ms.max(self.retry_backoff_base_ms)),
+                backoff_max: Duration::from_millis(
+                    self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
+                ),
             },
             ..DispatchConfig::default()
         }

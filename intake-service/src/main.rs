@@ -14,7 +14,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format);
 
     if let Some(Command::Migrate) = cli.command {
-        store::migrate_only(&config.database_url).await.context("migration failed")?;
+        store::migrate_only(&config.database_url)
+            .await
+            .context("migration failed")?;
         info!(database = %store::redact(&config.database_url), "migrations applied");
         return Ok(());
     }

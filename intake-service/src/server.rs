@@ -61,8 +61,12 @@ pub async fn serve(
     dispatcher.spawn(&mut background);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
-    background.spawn(watch_database(store.clone(), health.clone(), stopping.clone()));
+    set_health(&health, ServingStatus::Serving, true).await;
+    background.spawn(watch_database(
+        store.clone(),
+        health.clone(),
+        stopping.clone(),
+    ));
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -70,7 +74,9 @@ pub async fn serve(
     let max_request = config.max_request_bytes as usize;
     let policy = PolicyConfig::from_prefix_list(&config.allowed_repo_prefixes);
     if policy.allowed_repo_prefixes().is_empty() {
-        warn!("JCT_ALLOWED_REPO_PREFIXES is empty: every Enqueue will be refused with REPO_NOT_ALLOWED");
+        warn!(
+            "JCT_ALLOWED_REPO_PREFIXES is empty: every Enqueue will be refused with REPO_NOT_ALLOWED"
+        );
     }
     let task_api = TaskApi::new(store.clone(), policy, config.max_attempts);
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
@@ -85,8 +91,13 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(TaskServiceServer::new(task_api).max_decoding_message_size(max_request))
-        .add_service(DispatchServiceServer::new(DispatchApi::new(dispatcher)).max_decoding_message_size(max_request))
-        .add_service(OperatorServiceServer::new(operator_api).max_decoding_message_size(max_request))
+        .add_service(
+            DispatchServiceServer::new(DispatchApi::new(dispatcher))
+                .max_decoding_message_size(max_request),
+        )
+        .add_service(
+            OperatorServiceServer::new(operator_api).max_decoding_message_size(max_request),
+        )
         .serve_with_incoming_shutdown(incoming, async {
             let _ = server_stopped.await;
         });
@@ -100,12 +111,14 @@ pub async fn serve(
         _ = shutdown => {}
     }
     info!("shutting down: health NOT_SERVING, draining calls");
-    set_health(&health, ServingStatus::NotServing).await;
+    set_health(&health, ServingStatus::NotServing, true).await;
     stopping.cancel();
     let _ = stop_server.send(());
     match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
         Ok(result) => result?,
-        Err(_) => warn!(grace = ?config.shutdown_grace(), "calls still in flight after the grace period"),
+        Err(_) => {
+            warn!(grace = ?config.shutdown_grace(), "calls still in flight after the grace period")
+        }
     }
     background.shutdown().await;
     store.close().await;
@@ -124,9 +137,17 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in ["", TASK_SERVICE_NAME, DISPATCH_SERVICE_NAME, OPERATOR_SERVICE_NAME] {
+/// Sets the services that need the database; with `process_too`, also
+/// `jct.v1.OperatorService`, which otherwise answers (and stays SERVING, for a
+/// liveness probe) while the database is down.
+async fn set_health(health: &HealthReporter, status: ServingStatus, process_too: bool) {
+    for service in ["", TASK_SERVICE_NAME, DISPATCH_SERVICE_NAME] {
         health.set_service_status(service, status).await;
+    }
+    if process_too {
+        health
+            .set_service_status(OPERATOR_SERVICE_NAME, status)
+            .await;
     }
 }
 
@@ -139,15 +160,17 @@ async fn watch_database(store: Store, health: HealthReporter, stopping: Cancella
             _ = stopping.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let reachable = tokio::time::timeout(DATABASE_PROBE_INTERVAL, store.ping()).await.unwrap_or(false);
+        let reachable = tokio::time::timeout(DATABASE_PROBE_INTERVAL, store.ping())
+            .await
+            .unwrap_or(false);
         if reachable != serving && !stopping.is_cancelled() {
             serving = reachable;
             if reachable {
                 info!("database reachable again: SERVING");
-                set_health(&health, ServingStatus::Serving).await;
+                set_health(&health, ServingStatus::Serving, false).await;
             } else {
                 warn!("database unreachable: NOT_SERVING");
-                set_health(&health, ServingStatus::NotServing).await;
+                set_health(&health, ServingStatus::NotServing, false).await;
             }
         }
     }
@@ -158,14 +181,15 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => info!("SIGINT received"),
             _ = terminate.recv() => info!("SIGTERM received"),

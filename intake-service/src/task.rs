@@ -85,7 +85,11 @@ impl Status {
 
     /// The statuses a task may be in to move to `self`.
     pub fn sources(self) -> Vec<Status> {
-        Status::ALL.iter().copied().filter(|from| from.can_move_to(self)).collect()
+        Status::ALL
+            .iter()
+            .copied()
+            .filter(|from| from.can_move_to(self))
+            .collect()
     }
 }
 
@@ -200,7 +204,10 @@ mod tests {
     #[test]
     fn queued_tasks_run_or_are_cancelled() {
         assert_eq!(Status::Running.sources(), vec![Status::Queued]);
-        assert_eq!(Status::Cancelled.sources(), vec![Status::Pending, Status::Queued, Status::Running]);
+        assert_eq!(
+            Status::Cancelled.sources(),
+            vec![Status::Pending, Status::Queued, Status::Running]
+        );
         assert_eq!(Status::Completed.sources(), vec![Status::Running]);
         assert!(!Status::Queued.can_move_to(Status::Completed));
     }

@@ -23,19 +23,29 @@ pub fn draft_from_request(request: &pb::EnqueueRequest) -> TaskDraft {
         (None, Some(payload)) => struct_to_json(payload),
         (None, None) => Ok(Map::new()),
     };
-    let metadata = request.metadata.as_ref().map_or_else(|| Ok(Map::new()), struct_to_json);
+    let metadata = request
+        .metadata
+        .as_ref()
+        .map_or_else(|| Ok(Map::new()), struct_to_json);
     TaskDraft {
         version: request.version.clone(),
         idempotency_key: request.idempotency_key.clone(),
-        requested_by: request.requested_by.as_ref().map(|requester| RequesterDraft {
-            kind: requester.kind.clone(),
-            id: requester.id.clone(),
-            label: requester.label.clone(),
-        }),
+        requested_by: request
+            .requested_by
+            .as_ref()
+            .map(|requester| RequesterDraft {
+                kind: requester.kind.clone(),
+                id: requester.id.clone(),
+                label: requester.label.clone(),
+            }),
         objective: request.objective.clone(),
         operation,
         target: request.target.as_ref().map(|target| TargetDraft {
-            repo: if target.repo.is_empty() { target.repository.clone() } else { target.repo.clone() },
+            repo: if target.repo.is_empty() {
+                target.repository.clone()
+            } else {
+                target.repo.clone()
+            },
             ref_name: target.r#ref.clone(),
             path: target.path.clone(),
         }),
@@ -120,7 +130,11 @@ mod tests {
         let request = pb::EnqueueRequest {
             operation: "docs".into(),
             r#type: "ops".into(),
-            target: Some(pb::Target { repo: "a/b".into(), repository: "c/d".into(), ..Default::default() }),
+            target: Some(pb::Target {
+                repo: "a/b".into(),
+                repository: "c/d".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let draft = draft_from_request(&request);
@@ -130,17 +144,28 @@ mod tests {
 
     #[test]
     fn aliases_fill_empty_canonical_fields() {
-        let payload = json_to_struct(&serde_json::json!({"k": 1}).as_object().cloned().unwrap_or_default());
+        let payload = json_to_struct(
+            &serde_json::json!({"k": 1})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
         let request = pb::EnqueueRequest {
             r#type: "ops".into(),
             payload: Some(payload),
-            target: Some(pb::Target { repository: "c/d".into(), ..Default::default() }),
+            target: Some(pb::Target {
+                repository: "c/d".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let draft = draft_from_request(&request);
         assert_eq!(draft.operation, "ops");
         assert_eq!(draft.target.map(|t| t.repo), Some("c/d".to_string()));
-        assert_eq!(draft.inputs.ok().and_then(|m| m.get("k").cloned()), Some(serde_json::json!(1.0)));
+        assert_eq!(
+            draft.inputs.ok().and_then(|m| m.get("k").cloned()),
+            Some(serde_json::json!(1.0))
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub fn validation_failed<'a>(violations: impl IntoIterator<Item = (&'a str, &'a 
         details.add_bad_request_violation(field, description);
         fields.push(format!("{field} {description}"));
     }
-    details.set_error_info(reasons::VALIDATION_FAILED, DOMAIN, std::collections::HashMap::new());
+    details.set_error_info(
+        reasons::VALIDATION_FAILED,
+        DOMAIN,
+        std::collections::HashMap::new(),
+    );
     Status::with_error_details(
         Code::InvalidArgument,
         format!("the request has invalid fields: {}", fields.join("; ")),
@@ -40,7 +44,9 @@ pub fn from_rejection(rejection: Rejection) -> Status {
             format!("version {version:?} is not supported; send \"1.0\" or leave it empty"),
         ),
         Rejection::Validation(violations) => validation_failed(
-            violations.iter().map(|v| (v.field.as_str(), v.description.as_str())),
+            violations
+                .iter()
+                .map(|v| (v.field.as_str(), v.description.as_str())),
         ),
         Rejection::Policy(violation) => {
             let code = if violation.reason.is_permission_denial() {
@@ -78,7 +84,11 @@ pub fn from_store(error: StoreError) -> Status {
         ),
         StoreError::Corrupt(detail) => {
             error!(%detail, "corrupt stored data");
-            status(Code::Internal, reasons::INTERNAL_ERROR, "stored data could not be read")
+            status(
+                Code::Internal,
+                reasons::INTERNAL_ERROR,
+                "stored data could not be read",
+            )
         }
     }
 }
@@ -107,5 +117,9 @@ pub fn from_transition(error: TransitionError, task_id: &str) -> Status {
 }
 
 pub fn not_found(task_id: &str) -> Status {
-    status(Code::NotFound, reasons::TASK_NOT_FOUND, format!("task {task_id} does not exist"))
+    status(
+        Code::NotFound,
+        reasons::TASK_NOT_FOUND,
+        format!("task {task_id} does not exist"),
+    )
 }

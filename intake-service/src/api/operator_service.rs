@@ -20,7 +20,11 @@ pub struct OperatorApi {
 
 impl OperatorApi {
     pub fn new(store: Store, dispatcher: Dispatcher) -> Self {
-        Self { store, dispatcher, started: Instant::now() }
+        Self {
+            store,
+            dispatcher,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -44,7 +48,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let counts = self.store.count_by_status().await;
         let reachable = counts.is_ok();
         let task_counts = match counts {
-            Ok(counts) => counts.into_iter().map(|(status, n)| (status.to_string(), n)).collect(),
+            Ok(counts) => counts
+                .into_iter()
+                .map(|(status, n)| (status.to_string(), n))
+                .collect(),
             Err(error) => {
                 // status must answer precisely when the database does not
                 let _ = errors::from_store(error);

@@ -28,7 +28,9 @@ pub fn encode(last_id: Uuid, filter: &ListFilter) -> String {
 }
 
 pub fn decode(token: &str, filter: &ListFilter) -> Result<Uuid, PageTokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| PageTokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| PageTokenError::Malformed)?;
     if bytes.len() != ENCODED_LEN || bytes[0] != FORMAT_VERSION {
         return Err(PageTokenError::Malformed);
     }
@@ -45,7 +47,12 @@ pub fn decode(token: &str, filter: &ListFilter) -> Result<Uuid, PageTokenError> 
 /// hasher, so a token made by one replica works on another.
 fn filter_fingerprint(filter: &ListFilter) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let fields = [&filter.status, &filter.operation, &filter.requester_kind, &filter.target_repo];
+    let fields = [
+        &filter.status,
+        &filter.operation,
+        &filter.requester_kind,
+        &filter.target_repo,
+    ];
     for field in fields {
         let bytes = match field {
             Some(value) => value.as_bytes(),
@@ -66,11 +73,23 @@ mod tests {
     #[test]
     fn round_trips_under_the_same_filters_only() {
         let id = Uuid::now_v7();
-        let filter = ListFilter { status: Some("queued".into()), ..Default::default() };
+        let filter = ListFilter {
+            status: Some("queued".into()),
+            ..Default::default()
+        };
         let token = encode(id, &filter);
         assert_eq!(decode(&token, &filter), Ok(id));
-        assert_eq!(decode(&token, &ListFilter::default()), Err(PageTokenError::FiltersChanged));
-        assert_eq!(decode("not a token!", &filter), Err(PageTokenError::Malformed));
-        assert_eq!(decode(&token[..10], &filter), Err(PageTokenError::Malformed));
+        assert_eq!(
+            decode(&token, &ListFilter::default()),
+            Err(PageTokenError::FiltersChanged)
+        );
+        assert_eq!(
+            decode("not a token!", &filter),
+            Err(PageTokenError::Malformed)
+        );
+        assert_eq!(
+            decode(&token[..10], &filter),
+            Err(PageTokenError::Malformed)
+        );
     }
 }

@@ -31,7 +31,11 @@ pub struct TaskApi {
 
 impl TaskApi {
     pub fn new(store: Store, policy: PolicyConfig, max_attempts: i32) -> Self {
-        Self { store, policy: Arc::new(policy), max_attempts }
+        Self {
+            store,
+            policy: Arc::new(policy),
+            max_attempts,
+        }
     }
 }
 
@@ -39,7 +43,10 @@ type RpcResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl pb::task_service_server::TaskService for TaskApi {
-    async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> RpcResult<pb::EnqueueResponse> {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> RpcResult<pb::EnqueueResponse> {
         let request = request.into_inner();
         let draft = draft_from_request(&request);
         let spec = policy::admit(draft, &self.policy).map_err(errors::from_rejection)?;
@@ -53,7 +60,11 @@ impl pb::task_service_server::TaskService for TaskApi {
                 created: false,
             }));
         }
-        let enqueued = self.store.enqueue(spec, self.max_attempts).await.map_err(errors::from_store)?;
+        let enqueued = self
+            .store
+            .enqueue(spec, self.max_attempts)
+            .await
+            .map_err(errors::from_store)?;
         Ok(Response::new(pb::EnqueueResponse {
             task_id: enqueued.task.id.to_string(),
             status: enqueued.task.status.as_str().to_string(),
@@ -71,7 +82,10 @@ impl pb::task_service_server::TaskService for TaskApi {
         }
     }
 
-    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> RpcResult<pb::ListTasksResponse> {
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> RpcResult<pb::ListTasksResponse> {
         let request = request.into_inner();
         let filter = ListFilter {
             status: non_empty(request.status),
@@ -84,18 +98,30 @@ impl pb::task_service_server::TaskService for TaskApi {
             size if size < 0 => {
                 return Err(validation_failed([("page_size", "must not be negative")]));
             }
-            size => u64::try_from(size).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+            size => u64::try_from(size)
+                .unwrap_or(MAX_PAGE_SIZE)
+                .min(MAX_PAGE_SIZE),
         };
         let before = if request.page_token.is_empty() {
             None
         } else {
-            Some(page_token::decode(&request.page_token, &filter).map_err(|error| {
-                let hint = match error {
-                    PageTokenError::Malformed => "pass the next_page_token of a previous page as it was",
-                    PageTokenError::FiltersChanged => "keep the filters of the first page while paging",
-                };
-                errors::status(Code::InvalidArgument, reasons::INVALID_PAGE_TOKEN, format!("{error}: {hint}"))
-            })?)
+            Some(
+                page_token::decode(&request.page_token, &filter).map_err(|error| {
+                    let hint = match error {
+                        PageTokenError::Malformed => {
+                            "pass the next_page_token of a previous page as it was"
+                        }
+                        PageTokenError::FiltersChanged => {
+                            "keep the filters of the first page while paging"
+                        }
+                    };
+                    errors::status(
+                        Code::InvalidArgument,
+                        reasons::INVALID_PAGE_TOKEN,
+                        format!("{error}: {hint}"),
+                    )
+                })?,
+            )
         };
         let mut tasks = self
             .store
@@ -114,7 +140,10 @@ impl pb::task_service_server::TaskService for TaskApi {
         }))
     }
 
-    async fn update_status(&self, request: Request<pb::UpdateStatusRequest>) -> RpcResult<pb::Task> {
+    async fn update_status(
+        &self,
+        request: Request<pb::UpdateStatusRequest>,
+    ) -> RpcResult<pb::Task> {
         let request = request.into_inner();
         let change = transition_from_request(&request)?;
         let task = self
@@ -137,7 +166,10 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
     if to.is_none() {
         violations.push((
             "status",
-            format!("must be one of running, completed, failed, cancelled, got {:?}", request.status),
+            format!(
+                "must be one of running, completed, failed, cancelled, got {:?}",
+                request.status
+            ),
         ));
     }
     let lease_token = match request.lease_token.as_str() {
@@ -145,7 +177,10 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
         text => match Uuid::parse_str(text) {
             Ok(token) => Some(token),
             Err(_) => {
-                violations.push(("lease_token", "must be the lease token of an assignment".to_string()));
+                violations.push((
+                    "lease_token",
+                    "must be the lease token of an assignment".to_string(),
+                ));
                 None
             }
         },
@@ -160,14 +195,26 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
             }
         },
     };
-    if let Some(size) = result.as_ref().map(|map| serde_json::to_vec(map).map_or(usize::MAX, |b| b.len()))
+    if let Some(size) = result
+        .as_ref()
+        .map(|map| serde_json::to_vec(map).map_or(usize::MAX, |b| b.len()))
         && size > policy::MAX_DOCUMENT_BYTES
     {
-        violations.push(("result", format!("is {size} bytes as JSON; the limit is {}", policy::MAX_DOCUMENT_BYTES)));
+        violations.push((
+            "result",
+            format!(
+                "is {size} bytes as JSON; the limit is {}",
+                policy::MAX_DOCUMENT_BYTES
+            ),
+        ));
     }
     let error = request.error.as_ref().map(|error| TaskError {
         code: error.code.clone(),
-        message: error.message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect(),
+        message: error
+            .message
+            .chars()
+            .take(MAX_ERROR_MESSAGE_CHARS)
+            .collect(),
     });
     if let Some(error) = &error
         && (error.code.is_empty() || error.code.chars().count() > 64)
@@ -175,7 +222,10 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
         violations.push(("error.code", "must be 1-64 characters".to_string()));
     }
     if request.trace_uri.chars().count() > MAX_TRACE_URI_CHARS {
-        violations.push(("trace_uri", format!("must be at most {MAX_TRACE_URI_CHARS} characters")));
+        violations.push((
+            "trace_uri",
+            format!("must be at most {MAX_TRACE_URI_CHARS} characters"),
+        ));
     }
     match to {
         Some(TaskStatus::Completed) => {
@@ -196,16 +246,24 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
         }
         Some(_) => {
             if request.result.is_some() {
-                violations.push(("result", format!("must be unset for status {}", request.status)));
+                violations.push((
+                    "result",
+                    format!("must be unset for status {}", request.status),
+                ));
             }
             if request.error.is_some() && to != Some(TaskStatus::Cancelled) {
-                violations.push(("error", format!("must be unset for status {}", request.status)));
+                violations.push((
+                    "error",
+                    format!("must be unset for status {}", request.status),
+                ));
             }
         }
         None => {}
     }
     let (Ok(task_id), Some(to), true) = (task_id, to, violations.is_empty()) else {
-        return Err(validation_failed(violations.iter().map(|(f, d)| (*f, d.as_str()))));
+        return Err(validation_failed(
+            violations.iter().map(|(f, d)| (*f, d.as_str())),
+        ));
     };
     Ok(Transition {
         task_id,
@@ -219,7 +277,11 @@ pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Tran
 
 pub fn parse_task_id(task_id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(task_id).map_err(|_| {
-        let description = if task_id.is_empty() { "is required" } else { "must be a task id (a UUID)" };
+        let description = if task_id.is_empty() {
+            "is required"
+        } else {
+            "must be a task id (a UUID)"
+        };
         validation_failed([("task_id", description)])
     })
 }

@@ -109,7 +109,10 @@ impl Dispatcher {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // a panic while holding the lock leaves consistent maps (updates are single
         // inserts/removes), so a poisoned lock is still usable
-        self.inner.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn store(&self) -> &Store {

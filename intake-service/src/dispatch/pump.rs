@@ -72,7 +72,8 @@ async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreEr
 
 /// Sends claimed tasks to their session; hands back any it can no longer take.
 async fn deliver(dispatcher: &Dispatcher, session: SessionId, tasks: Vec<Task>) {
-    let heartbeat_ms = u32::try_from(dispatcher.config().heartbeat_interval().as_millis()).unwrap_or(u32::MAX);
+    let heartbeat_ms =
+        u32::try_from(dispatcher.config().heartbeat_interval().as_millis()).unwrap_or(u32::MAX);
     let mut undelivered = Vec::new();
     {
         let mut registry = dispatcher.registry();
@@ -106,7 +107,12 @@ async fn deliver(dispatcher: &Dispatcher, session: SessionId, tasks: Vec<Task>) 
         let Some(lease) = task.lease else { continue };
         let released = dispatcher
             .store()
-            .release(task.id, lease.token, Release::Undelivered, &dispatcher.config().retry)
+            .release(
+                task.id,
+                lease.token,
+                Release::Undelivered,
+                &dispatcher.config().retry,
+            )
             .await;
         if let Err(error) = released {
             // the lease expires and the rescuer queues the task again

@@ -34,7 +34,12 @@ async fn rescue_expired(dispatcher: &Dispatcher) -> Result<(), crate::store::Sto
     for (task_id, lease_token) in expired {
         let released = dispatcher
             .store()
-            .release(task_id, lease_token, Release::WorkerLost, &dispatcher.config().retry)
+            .release(
+                task_id,
+                lease_token,
+                Release::WorkerLost,
+                &dispatcher.config().retry,
+            )
             .await?;
         if released == Released::Stale {
             continue;

@@ -53,11 +53,16 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
     ) -> Result<Response<DispatchStream>, Status> {
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(pb::WorkerMessage { kind: Some(Inbound::Hello(hello)) }))) => hello,
+            Ok(Ok(Some(pb::WorkerMessage {
+                kind: Some(Inbound::Hello(hello)),
+            }))) => hello,
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(Status::deadline_exceeded("no WorkerHello within 10 s")),
             Ok(Ok(_)) => {
-                return Err(validation_failed([("hello", "the first message must be a WorkerHello")]));
+                return Err(validation_failed([(
+                    "hello",
+                    "the first message must be a WorkerHello",
+                )]));
             }
         };
         check_hello(&hello)?;
@@ -95,7 +100,11 @@ fn check_hello(hello: &pb::WorkerHello) -> Result<(), Status> {
     if hello.capacity == 0 || hello.capacity > MAX_CAPACITY {
         violations.push(("hello.capacity", "must be 1-1024"));
     }
-    if violations.is_empty() { Ok(()) } else { Err(validation_failed(violations)) }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(validation_failed(violations))
+    }
 }
 
 /// Takes over the tasks a reconnecting worker still runs, if their leases are
@@ -109,9 +118,18 @@ async fn adopt(
 ) {
     let presented: Vec<(Uuid, Uuid)> = held
         .iter()
-        .filter_map(|lease| Some((Uuid::parse_str(&lease.task_id).ok()?, Uuid::parse_str(&lease.lease_token).ok()?)))
+        .filter_map(|lease| {
+            Some((
+                Uuid::parse_str(&lease.task_id).ok()?,
+                Uuid::parse_str(&lease.lease_token).ok()?,
+            ))
+        })
         .collect();
-    let renewed = match dispatcher.store().renew(&presented, dispatcher.config().lease_ttl).await {
+    let renewed = match dispatcher
+        .store()
+        .renew(&presented, dispatcher.config().lease_ttl)
+        .await
+    {
         Ok(renewed) => renewed,
         Err(error) => {
             // leave them unadopted; the worker's reports still carry the leases
@@ -166,7 +184,9 @@ async fn serve(
             Inbound::Report(report) => {
                 let (dispatcher, outbox) = (dispatcher.clone(), outbox.clone());
                 // reports of one worker commit concurrently (and batch together)
-                tokio::spawn(async move { handle_report(&dispatcher, session, &outbox, report).await });
+                tokio::spawn(
+                    async move { handle_report(&dispatcher, session, &outbox, report).await },
+                );
             }
             Inbound::Heartbeat(heartbeat) => {
                 let (dispatcher, outbox) = (dispatcher.clone(), outbox.clone());
@@ -177,7 +197,10 @@ async fn serve(
                 dispatcher.registry().set_draining(session);
             }
             Inbound::Hello(_) => {
-                let _ = outbox.try_send(Err(validation_failed([("hello", "sent twice on one stream")])));
+                let _ = outbox.try_send(Err(validation_failed([(
+                    "hello",
+                    "sent twice on one stream",
+                )])));
                 return;
             }
         }
@@ -201,13 +224,22 @@ async fn detach(dispatcher: &Dispatcher, session: SessionId, worker_id: &str) {
 }
 
 async fn release(dispatcher: &Dispatcher, task: Uuid, lease: Uuid, why: Release) {
-    if let Err(error) = dispatcher.store().release(task, lease, why, &dispatcher.config().retry).await {
+    if let Err(error) = dispatcher
+        .store()
+        .release(task, lease, why, &dispatcher.config().retry)
+        .await
+    {
         // the lease expires and the rescuer queues the task again
         warn!(task_id = %task, %error, "could not release a task");
     }
 }
 
-async fn handle_report(dispatcher: &Dispatcher, session: SessionId, outbox: &Outbox, report: pb::TaskReport) {
+async fn handle_report(
+    dispatcher: &Dispatcher,
+    session: SessionId,
+    outbox: &Outbox,
+    report: pb::TaskReport,
+) {
     let task_id = report.task_id.clone();
     let outcome = apply_report(dispatcher, &report).await;
     let (accepted, reason, message, settled) = match outcome {
@@ -240,8 +272,14 @@ async fn handle_report(dispatcher: &Dispatcher, session: SessionId, outbox: &Out
 /// Applies one report; returns whether the worker is done with the task.
 async fn apply_report(dispatcher: &Dispatcher, report: &pb::TaskReport) -> Result<bool, Status> {
     if report.status == "released" {
-        let (Ok(task), Ok(lease)) = (Uuid::parse_str(&report.task_id), Uuid::parse_str(&report.lease_token)) else {
-            return Err(validation_failed([("report", "task_id and lease_token must be UUIDs")]));
+        let (Ok(task), Ok(lease)) = (
+            Uuid::parse_str(&report.task_id),
+            Uuid::parse_str(&report.lease_token),
+        ) else {
+            return Err(validation_failed([(
+                "report",
+                "task_id and lease_token must be UUIDs",
+            )]));
         };
         dispatcher
             .store()
@@ -260,7 +298,10 @@ async fn apply_report(dispatcher: &Dispatcher, report: &pb::TaskReport) -> Resul
     };
     let change = transition_from_request(&request)?;
     if change.lease_token.is_none() {
-        return Err(validation_failed([("report.lease_token", "is required on a worker's report")]));
+        return Err(validation_failed([(
+            "report.lease_token",
+            "is required on a worker's report",
+        )]));
     }
     let settles = change.to.is_terminal();
     dispatcher
@@ -271,13 +312,27 @@ async fn apply_report(dispatcher: &Dispatcher, report: &pb::TaskReport) -> Resul
         .map_err(|error| crate::api::errors::from_transition(error, &report.task_id))
 }
 
-async fn renew(dispatcher: &Dispatcher, session: SessionId, outbox: &Outbox, heartbeat: pb::Heartbeat) {
+async fn renew(
+    dispatcher: &Dispatcher,
+    session: SessionId,
+    outbox: &Outbox,
+    heartbeat: pb::Heartbeat,
+) {
     let leases: Vec<(Uuid, Uuid)> = heartbeat
         .leases
         .iter()
-        .filter_map(|l| Some((Uuid::parse_str(&l.task_id).ok()?, Uuid::parse_str(&l.lease_token).ok()?)))
+        .filter_map(|l| {
+            Some((
+                Uuid::parse_str(&l.task_id).ok()?,
+                Uuid::parse_str(&l.lease_token).ok()?,
+            ))
+        })
         .collect();
-    let renewed = match dispatcher.store().renew(&leases, dispatcher.config().lease_ttl).await {
+    let renewed = match dispatcher
+        .store()
+        .renew(&leases, dispatcher.config().lease_ttl)
+        .await
+    {
         Ok(renewed) => renewed,
         Err(error) => {
             warn!(%error, "lease renewal failed; the worker will retry");
@@ -304,4 +359,3 @@ fn lease_lost(task: Uuid, lease: Uuid) -> pb::DispatchMessage {
         })),
     }
 }
-

@@ -105,13 +105,17 @@ fn check_constraints(constraints: &Constraints) -> Result<(), PolicyViolation> {
     if budget < MIN_TIME_BUDGET_SECONDS {
         return Err(PolicyViolation::new(
             PolicyReason::TimeBudgetTooLow,
-            format!("time_budget_seconds {budget} is below the minimum of {MIN_TIME_BUDGET_SECONDS}"),
+            format!(
+                "time_budget_seconds {budget} is below the minimum of {MIN_TIME_BUDGET_SECONDS}"
+            ),
         ));
     }
     if budget > MAX_TIME_BUDGET_SECONDS {
         return Err(PolicyViolation::new(
             PolicyReason::TimeBudgetTooHigh,
-            format!("time_budget_seconds {budget} is above the maximum of {MAX_TIME_BUDGET_SECONDS}"),
+            format!(
+                "time_budget_seconds {budget} is above the maximum of {MAX_TIME_BUDGET_SECONDS}"
+            ),
         ));
     }
     if constraints.allow_network {

@@ -51,7 +51,9 @@ impl PolicyConfig {
             .map(|prefix| prefix.trim().trim_end_matches('/').to_lowercase())
             .filter(|prefix| !prefix.is_empty())
             .collect();
-        Self { allowed_repo_prefixes }
+        Self {
+            allowed_repo_prefixes,
+        }
     }
 
     pub fn allowed_repo_prefixes(&self) -> &[String] {

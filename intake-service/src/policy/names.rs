@@ -34,10 +34,9 @@ pub(super) fn ref_problem(ref_name: &str) -> Option<String> {
     if ref_name.starts_with('-') {
         return Some("must not start with '-'".to_string());
     }
-    if let Some(bad) = ref_name
-        .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
-    {
+    if let Some(bad) = ref_name.chars().find(|c| {
+        c.is_control() || c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
         return Some(format!("must not contain {bad:?}"));
     }
     if ref_name.contains("..") {
@@ -49,11 +48,14 @@ pub(super) fn ref_problem(ref_name: &str) -> Option<String> {
     if ref_name.starts_with('/') || ref_name.ends_with('/') || ref_name.contains("//") {
         return Some("must not start or end with '/' or contain '//'".to_string());
     }
-    if ref_name.ends_with('.') || ref_name.ends_with(".lock") {
-        return Some("must not end with '.' or '.lock'".to_string());
+    if ref_name.ends_with('.') {
+        return Some("must not end with '.'".to_string());
     }
-    if ref_name.split('/').any(|component| component.starts_with('.')) {
-        return Some("no component may start with '.'".to_string());
+    if ref_name
+        .split('/')
+        .any(|component| component.starts_with('.') || component.ends_with(".lock"))
+    {
+        return Some("no component may start with '.' or end with '.lock'".to_string());
     }
     None
 }

@@ -36,13 +36,20 @@ struct Violations(Vec<FieldViolation>);
 
 impl Violations {
     fn add(&mut self, field: &str, description: impl Into<String>) {
-        self.0.push(FieldViolation { field: field.to_string(), description: description.into() });
+        self.0.push(FieldViolation {
+            field: field.to_string(),
+            description: description.into(),
+        });
     }
 
     fn check_length(&mut self, field: &str, value: &str, min: usize, max: usize) {
         let length = value.chars().count();
         if length < min || length > max {
-            let bounds = if min == 0 { format!("at most {max}") } else { format!("{min}-{max}") };
+            let bounds = if min == 0 {
+                format!("at most {max}")
+            } else {
+                format!("{min}-{max}")
+            };
             self.add(field, format!("must be {bounds} characters, got {length}"));
         }
     }
@@ -65,7 +72,10 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
             if kind.is_none() {
                 violations.add(
                     "requested_by.kind",
-                    format!("must be one of human, agent, system, got {:?}", requester.kind),
+                    format!(
+                        "must be one of human, agent, system, got {:?}",
+                        requester.kind
+                    ),
                 );
             }
             violations.check_length("requested_by.id", &requester.id, 1, REQUESTER_ID_CHARS);
@@ -81,10 +91,18 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
     };
 
     let objective = draft.objective.trim().to_string();
-    violations.check_length("objective", &objective, OBJECTIVE_CHARS.0, OBJECTIVE_CHARS.1);
+    violations.check_length(
+        "objective",
+        &objective,
+        OBJECTIVE_CHARS.0,
+        OBJECTIVE_CHARS.1,
+    );
 
     if draft.operation.is_empty() {
-        violations.add("operation", "is required: one of code_change, docs, analysis, ops");
+        violations.add(
+            "operation",
+            "is required: one of code_change, docs, analysis, ops",
+        );
     }
 
     let target = match &draft.target {
@@ -157,7 +175,11 @@ fn normalize_target(target: &super::TargetDraft, violations: &mut Violations) ->
     if let Some(problem) = names::path_problem(&target.path) {
         violations.add("target.path", problem);
     }
-    Target { repo, ref_name, path: target.path.clone() }
+    Target {
+        repo,
+        ref_name,
+        path: target.path.clone(),
+    }
 }
 
 fn check_document(
@@ -177,27 +199,40 @@ fn check_document(
     };
     let depth = object_depth(&map);
     if depth > MAX_DOCUMENT_DEPTH {
-        violations.add(field, format!("nests {depth} levels deep; the limit is {MAX_DOCUMENT_DEPTH}"));
+        violations.add(
+            field,
+            format!("nests {depth} levels deep; the limit is {MAX_DOCUMENT_DEPTH}"),
+        );
         return None;
     }
-    let size = serde_json::to_vec(&map).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&map)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_DOCUMENT_BYTES {
-        violations.add(field, format!("is {size} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"));
+        violations.add(
+            field,
+            format!("is {size} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"),
+        );
         return None;
     }
     Some(map)
 }
 
-/// Nesting depth of an object: 1 for a flat one. Iterative, so hostile depth costs
-/// no stack.
+/// Nesting depth of an object: 1 for a flat one; every object or array, empty or
+/// not, is a level. Iterative, so hostile depth costs no stack.
 fn object_depth(map: &Map<String, Json>) -> usize {
     let mut deepest = 1;
     let mut pending: Vec<(&Json, usize)> = map.values().map(|value| (value, 1)).collect();
     while let Some((value, depth)) = pending.pop() {
-        deepest = deepest.max(depth);
         match value {
-            Json::Object(inner) => pending.extend(inner.values().map(|v| (v, depth + 1))),
-            Json::Array(items) => pending.extend(items.iter().map(|v| (v, depth + 1))),
+            Json::Object(inner) => {
+                deepest = deepest.max(depth + 1);
+                pending.extend(inner.values().map(|v| (v, depth + 1)));
+            }
+            Json::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                pending.extend(items.iter().map(|v| (v, depth + 1)));
+            }
             _ => {}
         }
     }

@@ -43,7 +43,12 @@ pub(super) fn spawn(
     max_batch: usize,
 ) -> BatchHandle {
     let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
-    let writer = BatchWriter { db, backend, events, max_batch: max_batch.max(1) };
+    let writer = BatchWriter {
+        db,
+        backend,
+        events,
+        max_batch: max_batch.max(1),
+    };
     tokio::spawn(writer.run(receiver));
     BatchHandle { ops }
 }
@@ -52,7 +57,10 @@ pub(super) fn spawn(
 
 impl BatchHandle {
     pub(super) async fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.ops.send(op).await.map_err(|_| StoreError::WriterStopped)
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| StoreError::WriterStopped)
     }
 }
 
@@ -90,7 +98,11 @@ impl BatchWriter {
         let mut transitions = Vec::new();
         for op in ops {
             match op {
-                WriteOp::Insert { spec, max_attempts, reply } => {
+                WriteOp::Insert {
+                    spec,
+                    max_attempts,
+                    reply,
+                } => {
                     inserts.push((spec, max_attempts));
                     insert_replies.push(InsertReply { reply });
                 }
@@ -152,7 +164,9 @@ impl BatchWriter {
             transitioned.push(transition::apply(&txn, change, now).await?);
         }
         let committed = Committed {
-            queued: inserted.iter().any(|outcome| matches!(outcome, Ok(e) if e.created)),
+            queued: inserted
+                .iter()
+                .any(|outcome| matches!(outcome, Ok(e) if e.created)),
             cancelled: transitioned
                 .iter()
                 .filter_map(|outcome| outcome.as_ref().ok().and_then(|(_, notice)| *notice))
@@ -161,7 +175,8 @@ impl BatchWriter {
         if self.backend == Backend::Postgres {
             // delivered to other replicas' dispatchers only if this commits
             if committed.queued {
-                txn.execute_unprepared("SELECT pg_notify('jct_task_queued', '')").await?;
+                txn.execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
+                    .await?;
             }
             for notice in &committed.cancelled {
                 let payload = format!("{}:{}", notice.task_id, notice.lease_token);

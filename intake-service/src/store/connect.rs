@@ -94,7 +94,13 @@ impl Store {
         }
         let events = StoreEvents::new();
         let batch = batch::spawn(writer.clone(), backend, events.clone(), options.max_batch);
-        Ok(Store { reader, writer, backend, batch, events })
+        Ok(Store {
+            reader,
+            writer,
+            backend,
+            batch,
+            events,
+        })
     }
 }
 
@@ -116,8 +122,10 @@ async fn migrate(db: &DatabaseConnection, backend: Backend) -> Result<(), StoreE
         // migrate while the others wait and then find nothing pending.
         Backend::Postgres => {
             let txn = db.begin().await?;
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
-                .await?;
+            txn.execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"
+            ))
+            .await?;
             Migrator::up(&txn, None).await?;
             txn.commit().await?;
         }
@@ -197,7 +205,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://jct.db"), "sqlite://jct.db");
     }

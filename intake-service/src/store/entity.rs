@@ -100,8 +100,8 @@ impl Model {
         };
         let kind = RequesterKind::parse(&self.requested_by_kind)
             .ok_or_else(|| corrupt("requester kind", &self.requested_by_kind))?;
-        let operation =
-            Operation::parse(&self.operation).ok_or_else(|| corrupt("operation", &self.operation))?;
+        let operation = Operation::parse(&self.operation)
+            .ok_or_else(|| corrupt("operation", &self.operation))?;
         let status = Status::parse(&self.status).ok_or_else(|| corrupt("status", &self.status))?;
         let lease = match (self.lease_token, self.lease_expires_at) {
             (Some(token), Some(expires_at)) => Some(Lease { token, expires_at }),
@@ -160,7 +160,9 @@ impl Model {
 fn parse_object(id: Uuid, column: &str, text: &str) -> Result<Map<String, Json>, StoreError> {
     match serde_json::from_str(text) {
         Ok(Json::Object(map)) => Ok(map),
-        _ => Err(StoreError::Corrupt(format!("task {id}: column {column} is not a JSON object"))),
+        _ => Err(StoreError::Corrupt(format!(
+            "task {id}: column {column} is not a JSON object"
+        ))),
     }
 }
 

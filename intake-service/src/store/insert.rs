@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryTrait,
+    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryTrait,
 };
 use uuid::Uuid;
 
@@ -53,10 +53,14 @@ pub(super) async fn insert_batch(
     }
 
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let mut statement = Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model))
-        .into_query();
+    let mut statement =
+        Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model)).into_query();
     statement
-        .on_conflict(OnConflict::column(Column::IdempotencyKey).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(Column::IdempotencyKey)
+                .do_nothing()
+                .to_owned(),
+        )
         .returning_col(Column::Id);
     let mut inserted = std::collections::HashSet::with_capacity(ids.len());
     for row in txn.query_all(&statement).await? {
@@ -93,7 +97,9 @@ pub(super) async fn insert_batch(
             }
             Role::Follower(leader) => match &outcomes[*leader] {
                 Ok(first) => same_or_conflict(first.task.clone(), spec),
-                Err(_) => Err(StoreError::Corrupt("the first request with this key failed".into())),
+                Err(_) => Err(StoreError::Corrupt(
+                    "the first request with this key failed".into(),
+                )),
             },
         };
         outcomes.push(outcome);
@@ -103,9 +109,14 @@ pub(super) async fn insert_batch(
 
 fn same_or_conflict(stored: Task, spec: &TaskSpec) -> Result<Enqueued, StoreError> {
     if stored.spec.same_request_as(spec) {
-        Ok(Enqueued { task: stored, created: false })
+        Ok(Enqueued {
+            task: stored,
+            created: false,
+        })
     } else {
-        Err(StoreError::IdempotencyConflict { existing: stored.id })
+        Err(StoreError::IdempotencyConflict {
+            existing: stored.id,
+        })
     }
 }
 
@@ -123,7 +134,9 @@ async fn load_by_keys(
         .await?;
     for model in models {
         let key = model.idempotency_key.clone().unwrap_or_default();
-        let task = model.into_task().map_err(|error| DbErr::Custom(error.to_string()))?;
+        let task = model
+            .into_task()
+            .map_err(|error| DbErr::Custom(error.to_string()))?;
         by_key.insert(key, task);
     }
     Ok(by_key)
@@ -149,4 +162,3 @@ fn queued_task(id: Uuid, spec: &TaskSpec, max_attempts: i32, now: i64) -> Task {
         error: None,
     }
 }
-

@@ -39,7 +39,9 @@ impl RetryPolicy {
     /// together.
     pub fn delay(&self, attempt: i32) -> Duration {
         let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let uncapped = self.backoff_base.saturating_mul(2u32.saturating_pow(exponent));
+        let uncapped = self
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(exponent));
         let capped = uncapped.min(self.backoff_max);
         capped.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
@@ -110,7 +112,12 @@ impl Store {
         let statement = Statement::from_sql_and_values(
             backend,
             sql,
-            [now.into(), worker_id.into(), expires_at.into(), i64::from(limit).into()],
+            [
+                now.into(),
+                worker_id.into(),
+                expires_at.into(),
+                i64::from(limit).into(),
+            ],
         );
         let rows = self.writer.query_all_raw(statement).await?;
         let mut tasks = Vec::with_capacity(rows.len());
@@ -206,7 +213,10 @@ impl Store {
             }
             Release::WorkerLost => {
                 let attempt = self.attempt_of(task_id).await?.unwrap_or(1);
-                requeue.value(Column::AvailableAt, now.saturating_add(micros(retry.delay(attempt))));
+                requeue.value(
+                    Column::AvailableAt,
+                    now.saturating_add(micros(retry.delay(attempt))),
+                );
             }
         }
         if self.writer.execute(&requeue).await?.rows_affected() > 0 {
@@ -235,7 +245,10 @@ impl Store {
             .into_tuple::<(Uuid, Option<Uuid>)>()
             .all(&self.reader)
             .await?;
-        Ok(rows.into_iter().filter_map(|(id, token)| Some((id, token?))).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, token)| Some((id, token?)))
+            .collect())
     }
 
     /// The earliest time a queued task in backoff becomes available, if any.

@@ -10,8 +10,8 @@ mod batch;
 mod connect;
 pub mod entity;
 mod insert;
-mod notify;
 pub mod lease;
+mod notify;
 mod read;
 mod transition;
 
@@ -58,7 +58,10 @@ pub struct StoreEvents {
 
 impl StoreEvents {
     fn new() -> Self {
-        Self { task_queued: Arc::new(Notify::new()), task_cancelled: broadcast::channel(1024).0 }
+        Self {
+            task_queued: Arc::new(Notify::new()),
+            task_cancelled: broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -108,7 +111,13 @@ impl Store {
         max_attempts: i32,
     ) -> Result<Enqueued, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.batch.submit(batch::WriteOp::Insert { spec, max_attempts, reply }).await?;
+        self.batch
+            .submit(batch::WriteOp::Insert {
+                spec,
+                max_attempts,
+                reply,
+            })
+            .await?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -118,7 +127,11 @@ impl Store {
         change: Transition,
     ) -> Result<crate::task::Task, TransitionError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.batch.submit(batch::WriteOp::Transition { change, reply }).await?;
-        answer.await.map_err(|_| TransitionError::Store(StoreError::WriterStopped))?
+        self.batch
+            .submit(batch::WriteOp::Transition { change, reply })
+            .await?;
+        answer
+            .await
+            .map_err(|_| TransitionError::Store(StoreError::WriterStopped))?
     }
 }

@@ -48,7 +48,9 @@ impl Store {
     async fn listen(&self) -> Result<(), sea_orm::sqlx::Error> {
         let pool = self.writer.get_postgres_connection_pool();
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen_all([QUEUED_CHANNEL, CANCELLED_CHANNEL]).await?;
+        listener
+            .listen_all([QUEUED_CHANNEL, CANCELLED_CHANNEL])
+            .await?;
         info!("listening for task notifications from all replicas");
         loop {
             let notification = listener.recv().await?;
@@ -63,5 +65,8 @@ impl Store {
 
 fn parse_cancel(payload: &str) -> Option<CancelNotice> {
     let (task, lease) = payload.split_once(':')?;
-    Some(CancelNotice { task_id: Uuid::parse_str(task).ok()?, lease_token: Uuid::parse_str(lease).ok()? })
+    Some(CancelNotice {
+        task_id: Uuid::parse_str(task).ok()?,
+        lease_token: Uuid::parse_str(lease).ok()?,
+    })
 }

@@ -56,7 +56,11 @@ impl Store {
         if let Some(before) = before {
             query = query.filter(Expr::col(Column::Id).lt(before));
         }
-        let models = query.order_by_desc(Column::Id).limit(limit).all(&self.reader).await?;
+        let models = query
+            .order_by_desc(Column::Id)
+            .limit(limit)
+            .all(&self.reader)
+            .await?;
         let mut tasks = Vec::with_capacity(models.len());
         for model in models {
             tasks.push(model.into_task()?);

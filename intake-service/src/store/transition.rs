@@ -3,9 +3,7 @@
 //! under the lease the worker presents. Concurrent changes cannot both win.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
@@ -28,7 +26,14 @@ pub struct Transition {
 
 impl Transition {
     pub fn new(task_id: Uuid, to: Status) -> Self {
-        Self { task_id, to, result: None, error: None, trace_uri: None, lease_token: None }
+        Self {
+            task_id,
+            to,
+            result: None,
+            error: None,
+            trace_uri: None,
+            lease_token: None,
+        }
     }
 }
 
@@ -84,8 +89,14 @@ pub(super) async fn apply(
                 .value(Column::CompletedAt, now)
                 .value(Column::LeaseExpiresAt, Option::<i64>::None)
                 .value(Column::Result, change.result.as_ref().map(object_text))
-                .value(Column::ErrorCode, change.error.as_ref().map(|e| e.code.clone()))
-                .value(Column::ErrorMessage, change.error.as_ref().map(|e| e.message.clone()));
+                .value(
+                    Column::ErrorCode,
+                    change.error.as_ref().map(|e| e.code.clone()),
+                )
+                .value(
+                    Column::ErrorMessage,
+                    change.error.as_ref().map(|e| e.message.clone()),
+                );
         }
         _ => {}
     }
@@ -103,16 +114,23 @@ pub(super) async fn apply(
     };
     let model = Model::from_query_result(&row, "")?;
     let notice = match (change.to, model.lease_token) {
-        (Status::Cancelled, Some(lease_token)) if model.worker_id.is_some() => {
-            Some(CancelNotice { task_id: model.id, lease_token })
-        }
+        (Status::Cancelled, Some(lease_token)) if model.worker_id.is_some() => Some(CancelNotice {
+            task_id: model.id,
+            lease_token,
+        }),
         _ => None,
     };
-    Ok(model.into_task().map(|task| (task, notice)).map_err(TransitionError::Store))
+    Ok(model
+        .into_task()
+        .map(|task| (task, notice))
+        .map_err(TransitionError::Store))
 }
 
 /// Why a guarded update changed nothing.
-async fn classify(txn: &DatabaseTransaction, change: &Transition) -> Result<TransitionError, DbErr> {
+async fn classify(
+    txn: &DatabaseTransaction,
+    change: &Transition,
+) -> Result<TransitionError, DbErr> {
     let Some(current) = Entity::find_by_id(change.task_id).one(txn).await? else {
         return Ok(TransitionError::NotFound);
     };
@@ -123,9 +141,16 @@ async fn classify(txn: &DatabaseTransaction, change: &Transition) -> Result<Tran
         ))));
     };
     let reportable = from.can_move_to(change.to)
-        || (from == Status::Running && change.to == Status::Running && change.lease_token.is_some());
+        || (from == Status::Running
+            && change.to == Status::Running
+            && change.lease_token.is_some());
     if !reportable {
-        return Ok(TransitionError::Invalid { from, to: change.to });
+        return Ok(TransitionError::Invalid {
+            from,
+            to: change.to,
+        });
     }
-    Ok(TransitionError::LeaseLost { holder: current.worker_id })
+    Ok(TransitionError::LeaseLost {
+        holder: current.worker_id,
+    })
 }
