@@ -1,1 +1,274 @@
+//! Both JCT services together, in one process: the harness behind the end-to-end
+//! tests, the `jct-local` launcher and the `jct-bench` load generator.
+//!
+//! The intake binds its listener before it starts (port 0 in tests), and each
+//! worker is the real `worker_service::run` attached over real gRPC.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use intake_service::config::IntakeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use worker_service::config::WorkerConfig;
+
+/// A running intake, on a runtime of its own so that [`IntakeHandle::crash`]
+/// drops it at once, as a `kill -9` would.
+pub struct IntakeHandle {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<Result<(), intake_service::server::ServeError>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl IntakeHandle {
+    /// Starts an intake with `config` on `addr` (port 0 for any free port).
+    pub fn start(config: IntakeConfig, addr: SocketAddr) -> anyhow::Result<IntakeHandle> {
+        let socket = std::net::TcpListener::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        runtime.spawn(async move {
+            let outcome = match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    intake_service::server::serve(config, listener, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                }
+                Err(error) => Err(intake_service::server::ServeError::Listen(error)),
+            };
+            let _ = finished.send(outcome);
+        });
+        Ok(IntakeHandle { addr, stop: Some(stop), done: Some(done), runtime: Some(runtime) })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let outcome = match self.done.take() {
+            Some(done) => done.await.map_err(|_| anyhow::anyhow!("intake vanished"))?,
+            None => Ok(()),
+        };
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        Ok(outcome?)
+    }
+
+    /// Drops the intake at once: connections cut, nothing drained.
+    pub fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for IntakeHandle {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A running worker, on a runtime of its own so that [`WorkerHandle::crash`] can
+/// drop everything it has at once — streams, tasks, child processes — as a
+/// `kill -9` of the process would.
+pub struct WorkerHandle {
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<Result<(), worker_service::WorkerError>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl WorkerHandle {
+    pub fn start(config: WorkerConfig) -> WorkerHandle {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("worker runtime");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        runtime.spawn(async move {
+            let outcome = worker_service::run(config, async {
+                let _ = stopped.await;
+            })
+            .await;
+            let _ = finished.send(outcome);
+        });
+        WorkerHandle { stop: Some(stop), done: Some(done), runtime: Some(runtime) }
+    }
+
+    /// Asks the worker to drain (as SIGTERM does) and waits for it to exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let outcome = match self.done.take() {
+            Some(done) => done.await.map_err(|_| anyhow::anyhow!("worker vanished"))?,
+            None => Ok(()),
+        };
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        Ok(outcome?)
+    }
+
+    /// Drops the worker at once, without a drain: its streams close, its running
+    /// programs are killed (kill_on_drop), nothing more is reported.
+    pub fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A worker configuration for `intake_url` with every other default, no health
+/// endpoint, and the given trace root.
+pub fn worker_config(intake_url: &str, trace_root: &std::path::Path) -> WorkerConfig {
+    let mut config = WorkerConfig::defaults();
+    config.intake_url = intake_url.to_string();
+    config.trace_root = trace_root.to_path_buf();
+    config.health_addr = None;
+    config
+}
+
+/// Polls `check` until it yields a value or `patience` runs out.
+pub async fn eventually<T, F, Fut>(patience: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh Postgres
+/// database (dropped afterwards) when `JCT_TEST_DATABASE_URL` is set.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+pub const PG_ENV: &str = "JCT_TEST_DATABASE_URL";
+
+impl TestDatabase {
+    pub fn sqlite() -> anyhow::Result<TestDatabase> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("jct-e2e.db").display());
+        Ok(TestDatabase { url, _dir: Some(dir), pg_admin: None })
+    }
+
+    /// `None` (with a note) when no Postgres server is configured.
+    pub async fn postgres() -> anyhow::Result<Option<TestDatabase>> {
+        use sea_orm::ConnectionTrait;
+        let Ok(admin_url) = std::env::var(PG_ENV) else {
+            eprintln!("skipping the Postgres variant: set {PG_ENV} (as .ci/run does) to run it");
+            return Ok(None);
+        };
+        let name = format!("jct_e2e_{}", uuid::Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(&admin_url).await?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        let _ = admin.close().await;
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        Ok(Some(TestDatabase { url: format!("{base}/{name}"), _dir: None, pg_admin: Some((admin_url, name)) }))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use sea_orm::ConnectionTrait;
+        let Some((admin_url, name)) = self.pg_admin.take() else { return };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = sea_orm::Database::connect(&admin_url).await.ok()?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                let _ = admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Stamps out an async test body `fn(url: &str)` for SQLite and for Postgres.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let database = $crate::TestDatabase::sqlite().expect("sqlite test database");
+                    super::$name(&database.url).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(database) = $crate::TestDatabase::postgres().await.expect("postgres test database") else { return };
+                    super::$name(&database.url).await;
+                }
+            )+
+        }
+    };
+}
+
+/// An intake configuration for tests: the given database, `myorg/` allowed,
+/// fast retries.
+pub fn intake_config(database_url: &str) -> IntakeConfig {
+    let mut config = IntakeConfig::for_database(database_url);
+    config.allowed_repo_prefixes = "myorg/".to_string();
+    config.retry_backoff_base_ms = 50;
+    config.retry_backoff_max_ms = 200;
+    config.shutdown_grace_seconds = 5;
+    config
+}
+
+/// A client for the intake at `addr`.
+pub fn task_client(addr: SocketAddr) -> jct::v1::task_service_client::TaskServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect_lazy();
+    jct::v1::task_service_client::TaskServiceClient::new(channel)
+}
+
+pub fn enqueue_request(objective: &str) -> jct::v1::EnqueueRequest {
+    jct::v1::EnqueueRequest {
+        requested_by: Some(jct::v1::RequestedBy { kind: "agent".into(), id: "e2e".into(), label: None }),
+        objective: objective.into(),
+        operation: "code_change".into(),
+        target: Some(jct::v1::Target { repo: "myorg/service".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}

@@ -202,3 +202,79 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A scripted worker speaking DispatchService over real gRPC.
+pub struct FakeWorker {
+    pub outbox: tokio::sync::mpsc::Sender<pb::WorkerMessage>,
+    pub inbound: tonic::Streaming<pb::DispatchMessage>,
+}
+
+impl FakeWorker {
+    pub async fn attach(channel: Channel, worker_id: &str, capacity: u32, held: Vec<pb::LeaseRef>) -> FakeWorker {
+        let (outbox, outbound) = tokio::sync::mpsc::channel(64);
+        let hello = pb::WorkerHello {
+            worker_id: worker_id.into(),
+            capacity,
+            executor: "fake".into(),
+            version: "test".into(),
+            held,
+        };
+        outbox
+            .send(pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Hello(hello)) })
+            .await
+            .expect("hello");
+        let mut client = pb::dispatch_service_client::DispatchServiceClient::new(channel);
+        let inbound = client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(outbound))
+            .await
+            .expect("attach")
+            .into_inner();
+        FakeWorker { outbox, inbound }
+    }
+
+    /// The next message, or `None` after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<pb::dispatch_message::Kind> {
+        match tokio::time::timeout(wait, self.inbound.message()).await {
+            Ok(Ok(Some(message))) => message.kind,
+            _ => None,
+        }
+    }
+
+    pub async fn next_assignment(&mut self) -> pb::Assignment {
+        loop {
+            match self.next(Duration::from_secs(10)).await {
+                Some(pb::dispatch_message::Kind::Assignment(assignment)) => return assignment,
+                Some(_) => continue,
+                None => panic!("no assignment arrived"),
+            }
+        }
+    }
+
+    pub async fn send(&self, kind: pb::worker_message::Kind) {
+        self.outbox.send(pb::WorkerMessage { kind: Some(kind) }).await.expect("send");
+    }
+
+    /// Reports and waits for the acknowledgement.
+    pub async fn report(&mut self, report: pb::TaskReport) -> pb::ReportAck {
+        let id = report.report_id;
+        self.send(pb::worker_message::Kind::Report(report)).await;
+        loop {
+            match self.next(Duration::from_secs(10)).await {
+                Some(pb::dispatch_message::Kind::ReportAck(ack)) if ack.report_id == id => return ack,
+                Some(_) => continue,
+                None => panic!("no acknowledgement for report {id}"),
+            }
+        }
+    }
+}
+
+pub fn completed(assignment: &pb::Assignment, report_id: u64) -> pb::TaskReport {
+    pb::TaskReport {
+        report_id,
+        task_id: assignment.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        lease_token: assignment.lease_token.clone(),
+        status: "completed".into(),
+        result: Some(prost_types::Struct::default()),
+        ..Default::default()
+    }
+}

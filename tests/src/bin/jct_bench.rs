@@ -1,1 +1,427 @@
-fn main() {}
+//! `jct-bench`: load generator for the intake and the dispatch path, over real gRPC
+//! against the real binaries (spawned from the same target directory).
+//!
+//!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
+//!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
+//!
+//! Every figure is printed next to a baseline measured in the same run: the no-op
+//! unary RPC (grpc.health.v1 Check on the same server) for the intake.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use jct::v1 as pb;
+use jct::v1::operator_service_client::OperatorServiceClient;
+use jct::v1::task_service_client::TaskServiceClient;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+#[derive(Parser)]
+#[command(name = "jct-bench", about = "Throughput and latency of the JCT intake and dispatch path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+    /// sqlite, or postgres (uses JCT_BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test,
+    /// to create a fresh database per run).
+    #[arg(long, global = true, default_value = "sqlite")]
+    backend: String,
+    /// Directory holding the intake-service and worker-service binaries (default: next to this one).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Enqueue and GetTask against the no-op RPC at several concurrencies.
+    Intake {
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Burst drain with N workers, and enqueue-to-start latency with one worker.
+    Dispatch {
+        #[arg(long, default_value_t = 5000)]
+        tasks: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 300)]
+        latency_tasks: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = match cli.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
+    };
+    match cli.command {
+        Mode::Intake { concurrency, seconds } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
+        Mode::Dispatch { tasks, workers, latency_tasks } => {
+            bench_dispatch(&bin_dir, &cli.backend, tasks, &workers, latency_tasks).await
+        }
+    }
+}
+
+// === the services under test ===
+
+struct Service {
+    child: Child,
+    pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn rss_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    async fn stop(mut self) {
+        // SIGTERM, then wait (the services drain)
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn database_url(backend: &str, dir: &Path) -> anyhow::Result<String> {
+    match backend {
+        "sqlite" => Ok(format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())),
+        "postgres" => {
+            let admin = std::env::var("JCT_BENCH_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+            let name = format!("jct_bench_{}", uuid::Uuid::new_v4().simple());
+            let status = Command::new("psql")
+                .arg(&admin)
+                .arg("-q")
+                .arg("-c")
+                .arg(format!("CREATE DATABASE {name}"))
+                .status()
+                .await?;
+            if !status.success() {
+                bail!("could not create the bench database with psql");
+            }
+            let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+            Ok(format!("{base}/{name}"))
+        }
+        other => bail!("unknown backend {other}"),
+    }
+}
+
+async fn start_intake(bin_dir: &Path, backend: &str) -> anyhow::Result<(Service, String)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let url = database_url(backend, dir.path()).await?;
+    let child = Command::new(bin_dir.join("intake-service"))
+        .env("DATABASE_URL", &url)
+        .env("JCT_INTAKE_ADDR", format!("127.0.0.1:{port}"))
+        .env("JCT_ALLOWED_REPO_PREFIXES", "bench/")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start intake-service (build it: cargo build --release --bins)")?;
+    let pid = child.id().context("intake pid")?;
+    let address = format!("http://127.0.0.1:{port}");
+    wait_healthy(&address).await?;
+    Ok((Service { child, pid, _dir: dir }, address))
+}
+
+fn start_worker(bin_dir: &Path, intake: &str, trace_root: &Path, id: usize) -> anyhow::Result<Service> {
+    let dir = tempfile::tempdir()?;
+    let child = Command::new(bin_dir.join("worker-service"))
+        .env("JCT_INTAKE_URL", intake)
+        .env("JCT_TRACE_ROOT", trace_root)
+        .env("JCT_WORKER_ID", format!("bench-worker-{id}"))
+        .env("JCT_WORKER_CAPACITY", "64")
+        .env("JCT_WORKER_HEALTH_ADDR", "")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start worker-service")?;
+    let pid = child.id().context("worker pid")?;
+    Ok(Service { child, pid, _dir: dir })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_healthy(address: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if let Ok(channel) = Channel::from_shared(address.to_string())?.connect().await {
+            let mut health = HealthClient::new(channel);
+            if health.check(HealthCheckRequest { service: String::new() }).await.is_ok() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the intake did not become healthy")
+}
+
+async fn channels(address: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..count.max(1) {
+        channels.push(Channel::from_shared(address.to_string())?.tcp_nodelay(true).connect().await?);
+    }
+    Ok(channels)
+}
+
+fn enqueue_request(n: usize) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        requested_by: Some(pb::RequestedBy { kind: "system".into(), id: "bench".into(), label: None }),
+        objective: format!("Benchmark task number {n}"),
+        operation: "analysis".into(),
+        target: Some(pb::Target { repo: "bench/service".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+// === closed-loop load ===
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Noop,
+    Enqueue,
+    GetTask,
+}
+
+#[derive(Clone, Copy)]
+struct Measured {
+    per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    errors: u64,
+}
+
+/// `concurrency` callers, each sending its next request when the last answers.
+async fn closed_loop(
+    channels: &[Channel],
+    call: Call,
+    concurrency: usize,
+    duration: Duration,
+    ids: Arc<Vec<String>>,
+) -> anyhow::Result<Measured> {
+    let deadline = Instant::now() + duration;
+    let mut callers = Vec::new();
+    for caller in 0..concurrency {
+        let channel = channels[caller % channels.len()].clone();
+        let ids = ids.clone();
+        callers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+            let mut errors = 0u64;
+            let mut health = HealthClient::new(channel.clone());
+            let mut tasks = TaskServiceClient::new(channel);
+            let mut n = caller;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let ok = match call {
+                    Call::Noop => health.check(HealthCheckRequest { service: String::new() }).await.is_ok(),
+                    Call::Enqueue => tasks.enqueue(enqueue_request(n)).await.is_ok(),
+                    Call::GetTask => {
+                        let task_id = ids[n % ids.len()].clone();
+                        tasks.get_task(pb::GetTaskRequest { task_id }).await.is_ok()
+                    }
+                };
+                let _ = histogram.record(started.elapsed().as_micros() as u64);
+                if !ok {
+                    errors += 1;
+                }
+                n += concurrency;
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut total = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for caller in callers {
+        let (histogram, caller_errors) = caller.await?;
+        total.add(&histogram)?;
+        errors += caller_errors;
+    }
+    Ok(Measured {
+        per_second: total.len() as f64 / duration.as_secs_f64(),
+        p50_us: total.value_at_quantile(0.5),
+        p99_us: total.value_at_quantile(0.99),
+        errors,
+    })
+}
+
+async fn bench_intake(bin_dir: &Path, backend: &str, concurrencies: &[usize], seconds: u64) -> anyhow::Result<()> {
+    let (intake, address) = start_intake(bin_dir, backend).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_rss, _) = intake.rss_kb();
+    let channels = channels(&address, 4).await?;
+    let duration = Duration::from_secs(seconds);
+
+    // ids to read back
+    let mut client = TaskServiceClient::new(channels[0].clone());
+    let mut ids = Vec::new();
+    for n in 0..1000 {
+        ids.push(client.enqueue(enqueue_request(n)).await?.into_inner().task_id);
+    }
+    let ids = Arc::new(ids);
+
+    println!("backend={backend} duration={seconds}s idle_rss={:.1}MB", idle_rss as f64 / 1024.0);
+    println!("{:<8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7}", "call", "conc", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors");
+    for &concurrency in concurrencies {
+        let noop = closed_loop(&channels, Call::Noop, concurrency, duration, ids.clone()).await?;
+        for call in [Call::Noop, Call::Enqueue, Call::GetTask] {
+            let measured = if call == Call::Noop {
+                noop
+            } else {
+                closed_loop(&channels, call, concurrency, duration, ids.clone()).await?
+            };
+            println!(
+                "{:<8} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>7.1}% {:>7}",
+                format!("{call:?}"),
+                concurrency,
+                measured.per_second,
+                measured.p50_us as f64 / 1000.0,
+                measured.p99_us as f64 / 1000.0,
+                100.0 * measured.per_second / noop.per_second,
+                measured.errors
+            );
+        }
+    }
+    let (rss, peak) = intake.rss_kb();
+    println!("intake rss_end={:.1}MB peak(VmHWM)={:.1}MB", rss as f64 / 1024.0, peak as f64 / 1024.0);
+    intake.stop().await;
+    Ok(())
+}
+
+
+// === dispatch ===
+
+async fn bench_dispatch(
+    bin_dir: &Path,
+    backend: &str,
+    tasks: usize,
+    worker_counts: &[usize],
+    latency_tasks: usize,
+) -> anyhow::Result<()> {
+    println!("backend={backend}");
+    for &workers in worker_counts {
+        let (intake, address) = start_intake(bin_dir, backend).await?;
+        let channel = channels(&address, 1).await?.remove(0);
+        let mut client = TaskServiceClient::new(channel.clone());
+        let enqueue_started = Instant::now();
+        let mut pending = Vec::new();
+        for n in 0..tasks {
+            let mut client = client.clone();
+            pending.push(tokio::spawn(async move { client.enqueue(enqueue_request(n)).await.map(|_| ()) }));
+            if pending.len() >= 64 {
+                for task in pending.drain(..) {
+                    task.await??;
+                }
+            }
+        }
+        for task in pending.drain(..) {
+            task.await??;
+        }
+        let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
+        let traces = tempfile::tempdir()?;
+        let started = Instant::now();
+        let mut running = Vec::new();
+        for id in 0..workers {
+            running.push(start_worker(bin_dir, &address, traces.path(), id)?);
+        }
+        let mut operator = OperatorServiceClient::new(channel.clone());
+        loop {
+            let status = operator.get_system_status(pb::GetSystemStatusRequest {}).await?.into_inner();
+            let done = status.task_counts.get("completed").copied().unwrap_or(0) as usize;
+            if done >= tasks {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("drain did not finish: {done}/{tasks}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drain = started.elapsed().as_secs_f64();
+        let folders = std::fs::read_dir(traces.path())?.count();
+        let worker_peaks: Vec<String> =
+            running.iter().map(|w| format!("{:.1}MB", w.rss_kb().1 as f64 / 1024.0)).collect();
+        let (_, intake_peak) = intake.rss_kb();
+        println!(
+            "burst: tasks={tasks} workers={workers} drain={drain:.2}s rate={:.0} tasks/s trace_folders={folders} \
+             (enqueue {:.0}/s) intake_peak={:.1}MB worker_peaks={}",
+            tasks as f64 / drain,
+            tasks as f64 / enqueue_secs,
+            intake_peak as f64 / 1024.0,
+            worker_peaks.join(",")
+        );
+        for worker in running {
+            worker.stop().await;
+        }
+        intake.stop().await;
+        let _ = client.get_task(pb::GetTaskRequest { task_id: String::new() }).await;
+    }
+
+    // latency: one worker, tasks enqueued one at a time 20 ms apart
+    let (intake, address) = start_intake(bin_dir, backend).await?;
+    let traces = tempfile::tempdir()?;
+    let worker = start_worker(bin_dir, &address, traces.path(), 0)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (worker_idle, _) = worker.rss_kb();
+    let mut client = TaskServiceClient::new(channels(&address, 1).await?.remove(0));
+    let mut enqueued = Vec::new();
+    for n in 0..latency_tasks {
+        let response = client.enqueue(enqueue_request(n)).await?.into_inner();
+        let task = response.task.context("task")?;
+        let created = task.created_at.context("created_at")?;
+        enqueued.push((response.task_id, created));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for (task_id, created) in &enqueued {
+        let events = std::fs::read_to_string(traces.path().join(task_id).join("events.jsonl"))
+            .with_context(|| format!("trace of {task_id}"))?;
+        let started_line = events.lines().find(|line| line.contains("\"started\"")).context("started event")?;
+        let event: serde_json::Value = serde_json::from_str(started_line)?;
+        let ts = event["ts"].as_str().context("ts")?;
+        let started = humantime_parse(ts)?;
+        let created_us = created.seconds as i128 * 1_000_000 + created.nanos as i128 / 1000;
+        let latency_us = (started - created_us).max(0) as u64;
+        histogram.record(latency_us)?;
+    }
+    println!(
+        "latency: tasks={latency_tasks} enqueue-to-worker-start p50={:.3}ms p99={:.3}ms max={:.3}ms worker_idle_rss={:.1}MB",
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0,
+        worker_idle as f64 / 1024.0
+    );
+    worker.stop().await;
+    intake.stop().await;
+    Ok(())
+}
+
+/// Microseconds since the epoch of an RFC 3339 UTC timestamp as the trace writes it.
+fn humantime_parse(text: &str) -> anyhow::Result<i128> {
+    let at = humantime::parse_rfc3339(text)?;
+    Ok(at.duration_since(std::time::UNIX_EPOCH)?.as_micros() as i128)
+}
