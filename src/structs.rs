@@ -88,7 +88,9 @@ mod tests {
     #[test]
     fn round_trips_nested_values() {
         let json = serde_json::json!({"a": {"b": [1.5, "x", null, true, {"c": []}]}, "n": 3});
-        let Json::Object(map) = json else { unreachable!() };
+        let Json::Object(map) = json else {
+            unreachable!()
+        };
         let back = struct_to_json(&json_to_struct(&map)).map(Json::Object);
         assert_eq!(back, Ok(Json::Object(map)));
     }
@@ -98,13 +100,30 @@ mod tests {
         let inner = Struct {
             fields: [(
                 "x".to_string(),
-                Value { kind: Some(Kind::ListValue(ListValue { values: vec![Value { kind: Some(Kind::NumberValue(f64::NAN)) }] })) },
+                Value {
+                    kind: Some(Kind::ListValue(ListValue {
+                        values: vec![Value {
+                            kind: Some(Kind::NumberValue(f64::NAN)),
+                        }],
+                    })),
+                },
             )]
             .into(),
         };
         let outer = Struct {
-            fields: [("a".to_string(), Value { kind: Some(Kind::StructValue(inner)) })].into(),
+            fields: [(
+                "a".to_string(),
+                Value {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            )]
+            .into(),
         };
-        assert_eq!(struct_to_json(&outer), Err(NonFiniteNumber { path: "a.x[0]".into() }));
+        assert_eq!(
+            struct_to_json(&outer),
+            Err(NonFiniteNumber {
+                path: "a.x[0]".into()
+            })
+        );
     }
 }

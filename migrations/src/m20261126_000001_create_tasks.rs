@@ -46,7 +46,14 @@ enum Tasks {
     ErrorMessage,
 }
 
-const STATUSES: [&str; 6] = ["pending", "queued", "running", "completed", "failed", "cancelled"];
+const STATUSES: [&str; 6] = [
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 #[async_trait::async_trait]
 #[allow(elided_lifetimes_in_paths)]
@@ -60,15 +67,31 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Tasks::Id).uuid().not_null().primary_key())
                     .col(ColumnDef::new(Tasks::Version).string_len(16).not_null())
                     .col(ColumnDef::new(Tasks::IdempotencyKey).string_len(256).null())
-                    .col(ColumnDef::new(Tasks::RequestedByKind).string_len(16).not_null())
-                    .col(ColumnDef::new(Tasks::RequestedById).string_len(128).not_null())
-                    .col(ColumnDef::new(Tasks::RequestedByLabel).string_len(256).null())
+                    .col(
+                        ColumnDef::new(Tasks::RequestedByKind)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Tasks::RequestedById)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Tasks::RequestedByLabel)
+                            .string_len(256)
+                            .null(),
+                    )
                     .col(ColumnDef::new(Tasks::Objective).text().not_null())
                     .col(ColumnDef::new(Tasks::Operation).string_len(32).not_null())
                     .col(ColumnDef::new(Tasks::TargetRepo).string_len(256).not_null())
                     .col(ColumnDef::new(Tasks::TargetRef).string_len(256).not_null())
                     .col(ColumnDef::new(Tasks::TargetPath).string_len(512).not_null())
-                    .col(ColumnDef::new(Tasks::TimeBudgetSeconds).integer().not_null())
+                    .col(
+                        ColumnDef::new(Tasks::TimeBudgetSeconds)
+                            .integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Tasks::AllowNetwork).boolean().not_null())
                     .col(ColumnDef::new(Tasks::AllowSecrets).boolean().not_null())
                     // JSON objects as text: never queried into, and identical on both backends
@@ -87,7 +110,12 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Tasks::UpdatedAt).big_integer().not_null())
                     // a queued task is not dispatched before this (retry backoff)
                     .col(ColumnDef::new(Tasks::AvailableAt).big_integer().not_null())
-                    .col(ColumnDef::new(Tasks::Attempt).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(Tasks::Attempt)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(ColumnDef::new(Tasks::MaxAttempts).integer().not_null())
                     .col(ColumnDef::new(Tasks::WorkerId).string_len(256).null())
                     .col(ColumnDef::new(Tasks::LeaseToken).uuid().null())

@@ -1,0 +1,178 @@
+//! Configuration: environment variables (the contract's names) mirrored by flags;
+//! `worker-service --help` explains each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::executor::{CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "worker-service",
+    version,
+    about = "JCT worker: receives tasks from the intake over a gRPC stream, runs them under \
+             their constraints and writes a trace folder per task"
+)]
+pub struct WorkerConfig {
+    /// Where the intake is.
+    #[arg(long, env = "JCT_INTAKE_URL", default_value = "http://127.0.0.1:50051")]
+    pub intake_url: String,
+
+    /// Root of the trace folders: one per task, `<root>/<task_id>/`.
+    #[arg(long, env = "JCT_TRACE_ROOT", default_value = "./traces")]
+    pub trace_root: PathBuf,
+
+    /// `record` runs no code and records what would run; `command` runs JCT_EXECUTOR_COMMAND.
+    #[arg(long, env = "JCT_EXECUTOR", value_enum, default_value = "record")]
+    pub executor: ExecutorKind,
+
+    /// Program and arguments the `command` executor runs per task (split like a shell).
+    /// The task arrives as JSON on stdin; JCT_TASK_ID, JCT_TASK_ATTEMPT, JCT_TRACE_DIR
+    /// and JCT_WORKSPACE are in its environment; it runs in the workspace.
+    #[arg(long, env = "JCT_EXECUTOR_COMMAND")]
+    pub executor_command: Option<String>,
+
+    /// This worker's id; unique among workers. Defaults to the host name and pid.
+    #[arg(long, env = "JCT_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Tasks run at once.
+    #[arg(long, env = "JCT_WORKER_CAPACITY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub capacity: u32,
+
+    /// After SIGTERM: how long running tasks may finish before they are stopped and
+    /// handed back to the queue, in seconds.
+    #[arg(long, env = "JCT_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Directory of per-task workspaces (removed after each task).
+    #[arg(long, env = "JCT_WORKSPACE_ROOT")]
+    pub workspace_root: Option<PathBuf>,
+
+    /// Where repositories are fetched from: a directory of bare repositories
+    /// (`<base>/<owner>/<name>.git`) or an https base. Unset: empty workspaces.
+    #[arg(long, env = "JCT_GIT_BASE")]
+    pub git_base: Option<String>,
+
+    /// `required`: tasks without network access run in a fresh network namespace,
+    /// or fail with SANDBOX_UNAVAILABLE. `off`: no namespace (recorded in every trace).
+    #[arg(
+        long,
+        env = "JCT_NETWORK_ISOLATION",
+        value_enum,
+        default_value = "required"
+    )]
+    pub network_isolation: NetworkIsolation,
+
+    /// Address-space limit per process of the program, in MiB (unset: none).
+    #[arg(long, env = "JCT_LIMIT_MEMORY_MB")]
+    pub limit_memory_mb: Option<u64>,
+
+    /// Process limit for the program's user (unset: none).
+    #[arg(long, env = "JCT_LIMIT_PROCESSES")]
+    pub limit_processes: Option<u64>,
+
+    /// Largest file the program may write, in MiB (unset: none).
+    #[arg(long, env = "JCT_LIMIT_FILE_SIZE_MB")]
+    pub limit_file_size_mb: Option<u64>,
+
+    /// Operator cap on any task's time budget, in seconds: a task runs for the
+    /// smaller of its own budget and this (unset: the task's budget).
+    #[arg(long, env = "JCT_MAX_TASK_SECONDS")]
+    pub max_task_seconds: Option<u64>,
+
+    /// Bytes of stdout and of stderr kept in the trace per task.
+    #[arg(long, env = "JCT_OUTPUT_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub output_limit_bytes: u64,
+
+    /// gRPC health endpoint of the worker (grpc.health.v1): "" is SERVING while the
+    /// process runs; "jct.v1.Worker" while attached to the intake and not draining.
+    #[arg(
+        long,
+        env = "JCT_WORKER_HEALTH_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub health_addr: Option<SocketAddr>,
+
+    /// Log format: `text` or `json`. The filter is `RUST_LOG`.
+    #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl WorkerConfig {
+    /// Every default, for tests and the local launcher.
+    pub fn defaults() -> Self {
+        WorkerConfig::parse_from(["worker-service"])
+    }
+
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_else(|_| "worker".to_string());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn workspace_root(&self) -> PathBuf {
+        self.workspace_root
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("jct-workspaces"))
+    }
+
+    /// The `command` executor's settings; an error names what is missing.
+    pub fn command_config(&self) -> Result<CommandConfig, String> {
+        let line = self
+            .executor_command
+            .as_deref()
+            .filter(|line| !line.trim().is_empty())
+            .ok_or("JCT_EXECUTOR=command needs JCT_EXECUTOR_COMMAND (the program to run)")?;
+        let program =
+            shell_words::split(line).map_err(|error| format!("JCT_EXECUTOR_COMMAND: {error}"))?;
+        Ok(CommandConfig {
+            program,
+            network_isolation: self.network_isolation,
+            limits: ResourceLimits {
+                memory_mb: self.limit_memory_mb,
+                processes: self.limit_processes,
+                file_size_mb: self.limit_file_size_mb,
+            },
+            output_limit_bytes: self.output_limit_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        WorkerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn command_lines_split_like_a_shell() {
+        let mut config = WorkerConfig::parse_from(["worker-service", "--executor", "command"]);
+        assert!(config.command_config().is_err());
+        config.executor_command = Some("sh -c 'echo \"a b\"'".to_string());
+        assert_eq!(
+            config.command_config().map(|c| c.program),
+            Ok(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                "echo \"a b\"".to_string()
+            ])
+        );
+    }
+}

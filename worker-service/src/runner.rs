@@ -1,0 +1,413 @@
+//! Running one assignment: trace folder, workspace, executor, outcome, report.
+//!
+//! The order is what makes a run auditable: the trace folder exists before the
+//! program starts, and it is complete (result or error, manifest) before the
+//! outcome is reported, so a failed or killed run keeps its partial trace.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jct::reasons::task_error;
+use jct::structs::json_to_struct;
+use jct::v1 as pb;
+use serde_json::{Map, Value as Json, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::executor::{
+    self, CommandConfig, CommandEnd, CommandReport, CommandRun, ExecutorKind, Outcome,
+};
+use crate::session::Reporter;
+use crate::task_json::task_to_json;
+use crate::trace::{self, TraceFolder};
+use crate::workspace;
+
+/// Why a running task is being stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A client cancelled the task.
+    Cancelled,
+    /// The lease expired and the task moved on without this worker.
+    LeaseLost,
+    /// The worker is shutting down past its grace period: hand the task back.
+    Shutdown,
+}
+
+/// The handle to stop one running task.
+#[derive(Default)]
+pub struct TaskControl {
+    token: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl TaskControl {
+    /// Stops the task; the first reason given wins.
+    pub fn stop(&self, reason: StopReason) {
+        if let Ok(mut current) = self.reason.lock() {
+            current.get_or_insert(reason);
+        }
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().ok().and_then(|reason| *reason)
+    }
+}
+
+/// What every run on this worker shares.
+pub struct RunnerContext {
+    pub worker_id: String,
+    pub trace_root: PathBuf,
+    pub executor: ExecutorKind,
+    pub command: Option<CommandConfig>,
+    pub workspace_root: PathBuf,
+    pub git_base: Option<String>,
+    /// Operator cap on time budgets.
+    pub max_task_seconds: Option<u64>,
+    pub reporter: Reporter,
+}
+
+/// Runs an assignment to its end and reports it.
+pub async fn run(
+    context: Arc<RunnerContext>,
+    assignment: pb::Assignment,
+    control: Arc<TaskControl>,
+) {
+    let Some(task) = assignment.task.clone() else {
+        return;
+    };
+    let Ok(task_id) = Uuid::parse_str(&task.id) else {
+        warn!(task_id = %task.id, "assignment with a malformed task id ignored");
+        return;
+    };
+    let attempt = assignment.attempt.max(1);
+    let started = Instant::now();
+    let recorded = record_run(&context, &assignment, &task, task_id, attempt, &control).await;
+    let (trace_uri, outcome) = match recorded {
+        Ok(done) => done,
+        Err(error) => {
+            // no trace could be written: report the failure itself
+            warn!(%task_id, %error, "trace folder could not be written");
+            let message = format!("the worker could not write the trace folder: {error}");
+            (
+                String::new(),
+                Outcome::Failed {
+                    code: task_error::EXECUTOR_ERROR.to_string(),
+                    message,
+                },
+            )
+        }
+    };
+
+    let report = match (control.reason(), outcome) {
+        (Some(StopReason::LeaseLost), _) => {
+            info!(%task_id, attempt, "stopped: lease lost");
+            return;
+        }
+        (Some(StopReason::Shutdown), _) => report(&assignment, "released", None, None, &trace_uri),
+        (_, Outcome::Cancelled) => report(&assignment, "cancelled", None, None, &trace_uri),
+        (_, Outcome::Completed { result }) => {
+            report(&assignment, "completed", Some(result), None, &trace_uri)
+        }
+        (_, Outcome::Failed { code, message }) => report(
+            &assignment,
+            "failed",
+            None,
+            Some(pb::TaskError { code, message }),
+            &trace_uri,
+        ),
+    };
+    let status = report.status.clone();
+    let ack = context.reporter.report(report).await;
+    info!(
+        %task_id, attempt, %status,
+        accepted = ack.as_ref().is_some_and(|a| a.accepted),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "task finished"
+    );
+}
+
+fn report(
+    assignment: &pb::Assignment,
+    status: &str,
+    result: Option<Map<String, Json>>,
+    error: Option<pb::TaskError>,
+    trace_uri: &str,
+) -> pb::TaskReport {
+    pb::TaskReport {
+        report_id: 0,
+        task_id: assignment
+            .task
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default(),
+        lease_token: assignment.lease_token.clone(),
+        status: status.to_string(),
+        result: result.as_ref().map(json_to_struct),
+        error,
+        trace_uri: trace_uri.to_string(),
+    }
+}
+
+/// Runs the executor with the trace folder around it; returns the trace URI and
+/// the outcome.
+async fn record_run(
+    context: &Arc<RunnerContext>,
+    assignment: &pb::Assignment,
+    task: &pb::Task,
+    task_id: Uuid,
+    attempt: i32,
+    control: &Arc<TaskControl>,
+) -> std::io::Result<(String, Outcome)> {
+    let task_document = task_to_json(task);
+    let root = context.trace_root.clone();
+    let worker_id = context.worker_id.clone();
+    let executor_name = context.executor.as_str();
+    let lease_expires_at = assignment.lease_expires_at.map(|t| t.seconds);
+    let started_at = trace::now_rfc3339();
+
+    if context.executor == ExecutorKind::Record {
+        // the whole record run is file writes: one blocking call
+        let task = task.clone();
+        return blocking(move || {
+            let mut trace = TraceFolder::create(&root, task_id, attempt)?;
+            trace.write_json(trace::TASK_FILE, &task_document)?;
+            trace.event("assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
+            trace.event("started", json!({ "executor": executor_name }))?;
+            trace.write_text(trace::STDOUT_FILE, &executor::record::stdout(&task))?;
+            trace.write_text(trace::STDERR_FILE, "")?;
+            let result = executor::record::result(&task);
+            trace.write_json(trace::RESULT_FILE, &result)?;
+            let manifest = json!({
+                "task_id": task_id.to_string(), "attempt": attempt, "worker_id": worker_id,
+                "executor": executor_name, "started_at": started_at, "finished_at": trace::now_rfc3339(),
+                "status": "completed", "exit_code": Json::Null,
+                "sandbox": { "executed": false, "network": "not applicable (no program run)" },
+            });
+            trace.write_json(trace::MANIFEST_FILE, &manifest)?;
+            trace.event("finished", json!({ "status": "completed" }))?;
+            Ok((trace.uri(), Outcome::Completed { result }))
+        })
+        .await;
+    }
+
+    let trace = blocking(move || {
+        let mut trace = TraceFolder::create(&root, task_id, attempt)?;
+        trace.write_json(trace::TASK_FILE, &task_document)?;
+        trace.event("assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
+        Ok(trace)
+    })
+    .await?;
+    let trace_uri = trace.uri();
+    // the task's trace_uri is set now, so even a cancelled run points at its trace
+    context
+        .reporter
+        .notify(report(assignment, "running", None, None, &trace_uri));
+
+    let (outcome, manifest_extra, mut trace) =
+        run_command(context, task, task_id, attempt, control, trace).await;
+    let status = match (&outcome, control.reason()) {
+        (_, Some(StopReason::Shutdown)) => "released",
+        (_, Some(StopReason::LeaseLost)) => "lease_lost",
+        (Outcome::Completed { .. }, _) => "completed",
+        (Outcome::Failed { .. }, _) => "failed",
+        (Outcome::Cancelled, _) => "cancelled",
+    };
+    let outcome_for_files = outcome.clone();
+    let worker_id = context.worker_id.clone();
+    blocking(move || {
+        match &outcome_for_files {
+            Outcome::Completed { result } => trace.write_json(trace::RESULT_FILE, result)?,
+            Outcome::Failed { code, message } => {
+                trace.write_json(trace::ERROR_FILE, &json!({ "code": code, "message": message }))?
+            }
+            Outcome::Cancelled => trace.write_json(
+                trace::ERROR_FILE,
+                &json!({ "code": task_error::CANCELLED, "message": "cancelled while running; the process group was killed" }),
+            )?,
+        }
+        let mut manifest = json!({
+            "task_id": task_id.to_string(), "attempt": attempt, "worker_id": worker_id,
+            "executor": executor_name, "started_at": started_at, "finished_at": trace::now_rfc3339(),
+            "status": status,
+        });
+        if let (Some(manifest), Json::Object(extra)) = (manifest.as_object_mut(), manifest_extra) {
+            manifest.extend(extra);
+        }
+        trace.write_json(trace::MANIFEST_FILE, &manifest)?;
+        let event = if status == "cancelled" { "cancelled" } else { "finished" };
+        trace.event(event, json!({ "status": status }))?;
+        trace.sync()
+    })
+    .await?;
+    Ok((trace_uri, outcome))
+}
+
+/// Prepares the workspace, runs the program, captures the diff, cleans up.
+/// Returns the outcome, manifest fields, and the trace folder back.
+async fn run_command(
+    context: &Arc<RunnerContext>,
+    task: &pb::Task,
+    task_id: Uuid,
+    attempt: i32,
+    control: &Arc<TaskControl>,
+    mut trace: TraceFolder,
+) -> (Outcome, Json, TraceFolder) {
+    let Some(command) = context.command.clone() else {
+        let failed = Outcome::Failed {
+            code: task_error::EXECUTOR_ERROR.into(),
+            message: "the command executor has no JCT_EXECUTOR_COMMAND".into(),
+        };
+        return (failed, json!({}), trace);
+    };
+    let dir = context.workspace_root.join(format!("{task_id}-{attempt}"));
+    let target = task.target.clone().unwrap_or_default();
+    let workspace = match &context.git_base {
+        Some(base) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            match workspace::prepare(base, &target.repo, &target.r#ref, &dir).await {
+                Ok(workspace) => Some(workspace),
+                Err(error) => {
+                    let message = format!(
+                        "could not check out {}@{}: {error}",
+                        target.repo, target.r#ref
+                    );
+                    let _ = trace.event("workspace_failed", json!({ "error": message }));
+                    let failed = Outcome::Failed {
+                        code: task_error::WORKSPACE_FAILED.into(),
+                        message,
+                    };
+                    return (failed, json!({}), trace);
+                }
+            }
+        }
+        None => {
+            if let Err(error) = tokio::fs::create_dir_all(&dir).await {
+                let message = format!("could not create the workspace: {error}");
+                let failed = Outcome::Failed {
+                    code: task_error::WORKSPACE_FAILED.into(),
+                    message,
+                };
+                return (failed, json!({}), trace);
+            }
+            None
+        }
+    };
+    let base_commit = workspace.as_ref().map(|w| w.base_commit.clone());
+    let _ = trace.event(
+        "workspace_ready",
+        json!({ "dir": dir, "base_commit": base_commit }),
+    );
+
+    let constraints = task.constraints.unwrap_or_default();
+    let task_budget = u64::try_from(constraints.time_budget_seconds.unwrap_or(900)).unwrap_or(900);
+    let budget = context
+        .max_task_seconds
+        .map_or(task_budget, |cap| task_budget.min(cap));
+    let run = CommandRun {
+        task_json: serde_json::to_vec(&task_to_json(task)).unwrap_or_default(),
+        task_env: vec![
+            ("JCT_TASK_ID".into(), task_id.to_string()),
+            ("JCT_TASK_ATTEMPT".into(), attempt.to_string()),
+            ("JCT_TRACE_DIR".into(), trace.dir().display().to_string()),
+            ("JCT_WORKSPACE".into(), dir.display().to_string()),
+        ],
+        workspace: dir.clone(),
+        stdout_path: trace.path(trace::STDOUT_FILE),
+        stderr_path: trace.path(trace::STDERR_FILE),
+        time_budget: std::time::Duration::from_secs(budget),
+        allow_network: constraints.allow_network,
+        allow_secrets: constraints.allow_secrets,
+        cancel: control.token.clone(),
+    };
+    let _ = trace.event(
+        "started",
+        json!({ "program": command.program, "time_budget_seconds": budget }),
+    );
+    let report = executor::command::run(&command, run).await;
+    let _ = trace.event("exited", json!({ "end": report.end }));
+
+    let mut diff_bytes = None;
+    if let Some(workspace) = &workspace {
+        match workspace::capture_diff(workspace, &trace.path(trace::DIFF_FILE)).await {
+            Ok(bytes) => diff_bytes = Some(bytes),
+            Err(error) => {
+                let _ = trace.event("diff_failed", json!({ "error": error.to_string() }));
+            }
+        }
+        if let Err(error) = workspace::remove(workspace).await {
+            warn!(%task_id, %error, "workspace not removed");
+        }
+    } else if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+        warn!(%task_id, %error, "workspace not removed");
+    }
+
+    let outcome = outcome_of(&report, diff_bytes);
+    let extra = json!({
+        "exit_code": match report.end { CommandEnd::Exited { code } => Some(code), _ => None },
+        "end": report.end,
+        "duration_ms": report.duration_ms,
+        "stdout_bytes": report.stdout_bytes,
+        "stderr_bytes": report.stderr_bytes,
+        "stdout_truncated": report.stdout_truncated,
+        "stderr_truncated": report.stderr_truncated,
+        "base_commit": base_commit,
+        "diff_bytes": diff_bytes,
+        "sandbox": report.sandbox,
+    });
+    (outcome, extra, trace)
+}
+
+fn outcome_of(report: &CommandReport, diff_bytes: Option<u64>) -> Outcome {
+    let tail = report.stderr_tail.trim_end();
+    let failed = |code: &str, message: String| Outcome::Failed {
+        code: code.to_string(),
+        message,
+    };
+    match &report.end {
+        CommandEnd::Exited { code: 0 } => {
+            let mut result = Map::new();
+            result.insert("executor".into(), Json::from("command"));
+            result.insert("exit_code".into(), Json::from(0));
+            result.insert("duration_ms".into(), Json::from(report.duration_ms));
+            result.insert("stdout_bytes".into(), Json::from(report.stdout_bytes));
+            if let Some(bytes) = diff_bytes {
+                result.insert("diff_bytes".into(), Json::from(bytes));
+            }
+            Outcome::Completed { result }
+        }
+        CommandEnd::Exited { code } => failed(
+            task_error::EXIT_STATUS,
+            format!("the program exited with status {code}: {tail}"),
+        ),
+        CommandEnd::Signaled { signal } => failed(
+            task_error::EXIT_STATUS,
+            format!("the program was killed by signal {signal}: {tail}"),
+        ),
+        CommandEnd::TimedOut => failed(
+            task_error::TIME_BUDGET_EXCEEDED,
+            "the time budget ran out; the program's process group was killed".to_string(),
+        ),
+        CommandEnd::Cancelled => Outcome::Cancelled,
+        CommandEnd::SandboxUnavailable { reason } => failed(
+            task_error::SANDBOX_UNAVAILABLE,
+            format!(
+                "the network sandbox could not be set up, so the program was not run: {reason}"
+            ),
+        ),
+        CommandEnd::SpawnFailed { reason } => failed(
+            task_error::EXECUTOR_ERROR,
+            format!("the program could not be started: {reason}"),
+        ),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}

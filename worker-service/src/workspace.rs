@@ -1,0 +1,711 @@
+//! Git workspaces: a fresh checkout of the task's `target.repo` at `target.ref` for
+//! the program to work in, and the diff of what it changed.
+//!
+//! Git runs as the worker (outside the sandbox) with a controlled environment: no
+//! system or global configuration, no prompts, only the `file`, `git`, `http`,
+//! `https` and `ssh` transports, and every client-supplied string after `--` or in a
+//! position where it cannot be read as an option.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// How much of git's stderr goes into an error.
+const STDERR_SNIPPET_BYTES: usize = 2000;
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// The configuration `git init` writes; restored before git runs in a workspace the
+/// program had access to (see [`capture_diff`]).
+const PLAIN_CONFIG: &str = "[core]\n\
+    \trepositoryformatversion = 0\n\
+    \tfilemode = true\n\
+    \tbare = false\n\
+    \tlogallrefupdates = true\n";
+/// Variables passed through to git for fetching over a proxy or with custom CAs.
+const PASSED_VARS: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// A checked-out workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub dir: PathBuf,
+    /// The commit checked out by [`prepare`]; diffs are taken against it.
+    pub base_commit: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("workspace directory {} exists and is not empty", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("cannot fetch {ref_name:?} of {repo:?} from {git_base}: {stderr}")]
+    Fetch {
+        git_base: String,
+        repo: String,
+        ref_name: String,
+        stderr: String,
+    },
+    #[error("git {command} failed ({status}): {stderr}")]
+    Git {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the workspace's .git was replaced or removed ({})", .0.display())]
+    Tampered(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl WorkspaceError {
+    fn io(context: impl Into<String>, source: io::Error) -> Self {
+        WorkspaceError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Clones `<git_base>/<repo>` at `ref_name` into `dir` (which must not exist or be
+/// empty) and returns the workspace with the checked-out commit.
+///
+/// `git_base` is a directory of bare repositories (`/srv/git` holding
+/// `/srv/git/myorg/service.git`) or a base URL; `<git_base>/<repo>.git` is tried
+/// first, then `<git_base>/<repo>`. Only the one commit is fetched (`--depth=1`).
+/// On failure nothing is left in `dir`.
+pub async fn prepare(
+    git_base: &str,
+    repo: &str,
+    ref_name: &str,
+    dir: &Path,
+) -> Result<Workspace, WorkspaceError> {
+    check_repo(repo)?;
+    check_ref(ref_name)?;
+    let candidates = source_candidates(git_base, repo)?;
+
+    let created = match tokio::fs::read_dir(dir).await {
+        Ok(mut entries) => {
+            let first = entries
+                .next_entry()
+                .await
+                .map_err(|e| WorkspaceError::io(format!("cannot read {}", dir.display()), e))?;
+            if first.is_some() {
+                return Err(WorkspaceError::NotEmpty(dir.to_path_buf()));
+            }
+            false
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| WorkspaceError::io(format!("cannot create {}", dir.display()), e))?;
+            true
+        }
+        Err(e) => {
+            return Err(WorkspaceError::io(
+                format!("cannot read {}", dir.display()),
+                e,
+            ));
+        }
+    };
+
+    match checkout(&candidates, git_base, repo, ref_name, dir).await {
+        Ok(base_commit) => Ok(Workspace {
+            dir: dir.to_path_buf(),
+            base_commit,
+        }),
+        Err(err) => {
+            let cleanup = if created {
+                tokio::fs::remove_dir_all(dir).await
+            } else {
+                empty_dir(dir).await
+            };
+            if let Err(e) = cleanup {
+                tracing::warn!(dir = %dir.display(), error = %e, "cleaning up a failed workspace failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn checkout(
+    candidates: &[String],
+    git_base: &str,
+    repo: &str,
+    ref_name: &str,
+    dir: &Path,
+) -> Result<String, WorkspaceError> {
+    git(dir, ["init", "--quiet"]).await?;
+    let mut last_stderr = String::new();
+    let mut fetched = false;
+    for url in candidates {
+        let output = git_output(
+            dir,
+            [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-recurse-submodules",
+                "--depth=1",
+                "--",
+                url.as_str(),
+                ref_name,
+            ],
+        )
+        .await?;
+        if output.status.success() {
+            fetched = true;
+            break;
+        }
+        last_stderr = snippet(&output.stderr);
+    }
+    if !fetched {
+        return Err(WorkspaceError::Fetch {
+            git_base: git_base.to_string(),
+            repo: repo.to_string(),
+            ref_name: ref_name.to_string(),
+            stderr: last_stderr,
+        });
+    }
+    git(dir, ["checkout", "--quiet", "--detach", "FETCH_HEAD"]).await?;
+    let head = git(dir, ["rev-parse", "--verify", "HEAD^{commit}"]).await?;
+    let sha = String::from_utf8_lossy(&head).trim().to_string();
+    if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(WorkspaceError::Git {
+            command: "rev-parse".to_string(),
+            status: "unexpected output".to_string(),
+            stderr: sha,
+        });
+    }
+    Ok(sha)
+}
+
+/// Writes the changes of the working tree against `base_commit`, new (untracked,
+/// not ignored) files included, as a binary-safe patch to `out`. Returns the bytes
+/// written.
+///
+/// The program had write access to the workspace, `.git` included; so first the
+/// repository's configuration is reset to a plain one (no fsmonitor, filters, hooks
+/// or external diff drivers of the program's choosing run in the worker) and
+/// `.git` must still be a real directory.
+pub async fn capture_diff(workspace: &Workspace, out: &Path) -> Result<u64, WorkspaceError> {
+    let dot_git = workspace.dir.join(".git");
+    let is_dir = tokio::fs::symlink_metadata(&dot_git)
+        .await
+        .is_ok_and(|m| m.is_dir());
+    if !is_dir {
+        return Err(WorkspaceError::Tampered(dot_git));
+    }
+    for file in ["commondir", "gitdir"] {
+        if tokio::fs::symlink_metadata(dot_git.join(file))
+            .await
+            .is_ok()
+        {
+            return Err(WorkspaceError::Tampered(dot_git.join(file)));
+        }
+    }
+    let config = dot_git.join("config");
+    tokio::fs::write(&config, PLAIN_CONFIG)
+        .await
+        .map_err(|e| WorkspaceError::io(format!("cannot reset {}", config.display()), e))?;
+
+    git(&workspace.dir, ["add", "--all", "--", "."]).await?;
+
+    let file = std::fs::File::create(out)
+        .map_err(|e| WorkspaceError::io(format!("cannot create {}", out.display()), e))?;
+    let mut cmd = git_command(&workspace.dir);
+    cmd.args([
+        "diff",
+        "--cached",
+        "--binary",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--no-renames",
+        workspace.base_commit.as_str(),
+        "--",
+    ])
+    .stdout(Stdio::from(file));
+    let output = run(cmd, "diff").await?;
+    check_status("diff", &output)?;
+    let len = tokio::fs::metadata(out)
+        .await
+        .map_err(|e| WorkspaceError::io(format!("cannot read {}", out.display()), e))?
+        .len();
+    Ok(len)
+}
+
+/// Removes the workspace directory (gone already is fine).
+pub async fn remove(workspace: &Workspace) -> Result<(), WorkspaceError> {
+    let dir = &workspace.dir;
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // The program may have made directories read-only: make them writable
+            // (without following symlinks) and try again.
+            let owned = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || make_writable(&owned)).await;
+            tokio::fs::remove_dir_all(dir)
+                .await
+                .map_err(|e| WorkspaceError::io(format!("cannot remove {}", dir.display()), e))
+        }
+        Err(e) => Err(WorkspaceError::io(
+            format!("cannot remove {}", dir.display()),
+            e,
+        )),
+    }
+}
+
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    perms.set_mode(perms.mode() | 0o700);
+    let _ = std::fs::set_permissions(dir, perms);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}
+
+async fn empty_dir(dir: &Path) -> io::Result<()> {
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.file_type().await?.is_dir() {
+            tokio::fs::remove_dir_all(entry.path()).await?;
+        } else {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn check_repo(repo: &str) -> Result<(), WorkspaceError> {
+    let invalid = |why| WorkspaceError::Invalid {
+        what: "repository",
+        value: repo.to_string(),
+        why,
+    };
+    if repo.is_empty() {
+        return Err(invalid("empty"));
+    }
+    for segment in repo.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(invalid("empty, `.` or `..` path segment"));
+        }
+        if segment.starts_with('-') {
+            return Err(invalid("a path segment starts with `-`"));
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "only letters, digits, `.`, `_` and `-` are allowed",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_ref(ref_name: &str) -> Result<(), WorkspaceError> {
+    let invalid = |why| WorkspaceError::Invalid {
+        what: "ref",
+        value: ref_name.to_string(),
+        why,
+    };
+    if ref_name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if ref_name.starts_with(['-', '^', '+']) {
+        return Err(invalid("starts with `-`, `^` or `+`"));
+    }
+    if ref_name.contains("..")
+        || ref_name
+            .contains(|c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
+    {
+        return Err(invalid("not a valid git ref name"));
+    }
+    Ok(())
+}
+
+/// `<base>/<repo>.git` then `<base>/<repo>`; a local base is made absolute so that
+/// git never reads it as `host:path`.
+fn source_candidates(git_base: &str, repo: &str) -> Result<Vec<String>, WorkspaceError> {
+    let base = git_base.trim_end_matches('/');
+    if base.is_empty() {
+        return Err(WorkspaceError::Invalid {
+            what: "git base",
+            value: git_base.to_string(),
+            why: "empty",
+        });
+    }
+    let base = if base.contains("://") {
+        base.to_string()
+    } else {
+        let absolute = std::path::absolute(base).map_err(|e| {
+            WorkspaceError::io(format!("cannot resolve the git base {git_base:?}"), e)
+        })?;
+        absolute.to_string_lossy().into_owned()
+    };
+    Ok(vec![format!("{base}/{repo}.git"), format!("{base}/{repo}")])
+}
+
+fn git_command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| DEFAULT_PATH.into()),
+        )
+        .env("HOME", std::env::temp_dir())
+        .env("LC_ALL", "C")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ATTR_NOSYSTEM", "1")
+        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    for name in PASSED_VARS {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.current_dir(dir)
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "user.name=jct",
+            "-c",
+            "user.email=jct@localhost",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.autocrlf=false",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs git to completion. (Not `Command::output`: tokio's would replace a stdout
+/// redirected to a file with a pipe.)
+async fn run(mut cmd: Command, what: &str) -> Result<std::process::Output, WorkspaceError> {
+    let fail = |e| WorkspaceError::io(format!("cannot run git {what}"), e);
+    let child = cmd.spawn().map_err(fail)?;
+    child.wait_with_output().await.map_err(fail)
+}
+
+async fn git_output<I, S>(dir: &Path, args: I) -> Result<std::process::Output, WorkspaceError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = git_command(dir);
+    let args: Vec<S> = args.into_iter().collect();
+    let what = args
+        .first()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    cmd.args(args);
+    run(cmd, &what).await
+}
+
+/// Runs git and returns its stdout, or the failure with a stderr snippet.
+async fn git<I, S>(dir: &Path, args: I) -> Result<Vec<u8>, WorkspaceError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<S> = args.into_iter().collect();
+    let what = args
+        .first()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let output = git_output(dir, args).await?;
+    check_status(&what, &output)?;
+    Ok(output.stdout)
+}
+
+fn check_status(what: &str, output: &std::process::Output) -> Result<(), WorkspaceError> {
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(WorkspaceError::Git {
+        command: what.to_string(),
+        status: output.status.to_string(),
+        stderr: snippet(&output.stderr),
+    })
+}
+
+/// The end of git's stderr (where the reason is), trimmed.
+fn snippet(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(STDERR_SNIPPET_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs git in the tests' own controlled environment.
+    fn git_sync(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@localhost",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A base directory holding the bare repo `myorg/service.git` with one commit on
+    /// `main`; returns (tempdir, base, commit sha).
+    fn bare_repo() -> (tempfile::TempDir, PathBuf, String) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = tmp.path().join("git");
+        let bare = base.join("myorg/service.git");
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        git_sync(&bare, &["init", "--quiet", "--bare"]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).expect("mkdir");
+        git_sync(&scratch, &["init", "--quiet"]);
+        std::fs::write(scratch.join("README.md"), "hello\n").expect("write");
+        std::fs::write(scratch.join("keep.txt"), "unchanged\n").expect("write");
+        git_sync(&scratch, &["add", "--all"]);
+        git_sync(&scratch, &["commit", "--quiet", "-m", "first"]);
+        let sha = git_sync(&scratch, &["rev-parse", "HEAD"]);
+        git_sync(
+            &scratch,
+            &["push", "--quiet", bare.to_str().expect("utf-8"), "main"],
+        );
+        (tmp, base, sha)
+    }
+
+    #[tokio::test]
+    async fn prepare_modify_and_capture_diff() {
+        let (tmp, base, sha) = bare_repo();
+        let dir = tmp.path().join("work/task-1");
+        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
+            .await
+            .expect("prepare");
+        assert_eq!(ws.base_commit, sha);
+        assert_eq!(ws.dir, dir);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("README.md")).expect("read"),
+            "hello\n"
+        );
+
+        std::fs::write(dir.join("README.md"), "hello, world\n").expect("write");
+        std::fs::create_dir(dir.join("src")).expect("mkdir");
+        std::fs::write(dir.join("src/new.rs"), "fn main() {}\n").expect("write");
+        let patch = tmp.path().join("diff.patch");
+        let len = capture_diff(&ws, &patch).await.expect("diff");
+        let text = std::fs::read_to_string(&patch).expect("read");
+        assert_eq!(len, text.len() as u64);
+        assert!(
+            text.contains("diff --git a/README.md b/README.md"),
+            "{text}"
+        );
+        assert!(text.contains("+hello, world"), "{text}");
+        assert!(
+            text.contains("diff --git a/src/new.rs b/src/new.rs"),
+            "{text}"
+        );
+        assert!(text.contains("new file mode"), "{text}");
+        assert!(text.contains("+fn main() {}"), "{text}");
+        assert!(!text.contains("keep.txt"), "{text}");
+
+        // The patch applies to the base commit.
+        let check = tmp.path().join("check");
+        std::fs::create_dir(&check).expect("mkdir");
+        git_sync(&check, &["init", "--quiet"]);
+        git_sync(
+            &check,
+            &[
+                "fetch",
+                "--quiet",
+                base.join("myorg/service.git").to_str().expect("utf-8"),
+                "main",
+            ],
+        );
+        git_sync(&check, &["checkout", "--quiet", "FETCH_HEAD"]);
+        git_sync(
+            &check,
+            &["apply", "--check", patch.to_str().expect("utf-8")],
+        );
+
+        remove(&ws).await.expect("remove");
+        assert!(!dir.exists());
+        remove(&ws).await.expect("removing twice is fine");
+    }
+
+    #[tokio::test]
+    async fn unchanged_workspace_has_an_empty_diff() {
+        let (tmp, base, _) = bare_repo();
+        let dir = tmp.path().join("ws");
+        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
+            .await
+            .expect("prepare");
+        let patch = tmp.path().join("diff.patch");
+        assert_eq!(capture_diff(&ws, &patch).await.expect("diff"), 0);
+    }
+
+    #[tokio::test]
+    async fn repo_without_dot_git_suffix_and_by_commit() {
+        let (tmp, base, sha) = bare_repo();
+        std::fs::rename(base.join("myorg/service.git"), base.join("myorg/plain")).expect("rename");
+        let dir = tmp.path().join("ws");
+        let ws = prepare(base.to_str().expect("utf-8"), "myorg/plain", &sha, &dir)
+            .await
+            .expect("prepare");
+        assert_eq!(ws.base_commit, sha);
+    }
+
+    #[tokio::test]
+    async fn unknown_ref_fails_and_cleans_up() {
+        let (tmp, base, _) = bare_repo();
+        let dir = tmp.path().join("ws");
+        let err = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/service",
+            "no-such-branch",
+            &dir,
+        )
+        .await
+        .expect_err("unknown ref");
+        assert!(matches!(err, WorkspaceError::Fetch { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-branch"), "{err}");
+        assert!(!dir.exists());
+
+        let err = prepare(base.to_str().expect("utf-8"), "myorg/missing", "main", &dir)
+            .await
+            .expect_err("unknown repo");
+        assert!(matches!(err, WorkspaceError::Fetch { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn rejects_option_like_and_invalid_input() {
+        let (tmp, base, _) = bare_repo();
+        let base = base.to_str().expect("utf-8");
+        let dir = tmp.path().join("ws");
+        for (repo, ref_name) in [
+            ("myorg/service", "--upload-pack=touch /tmp/x"),
+            ("myorg/service", "main:other"),
+            ("myorg/service", "a..b"),
+            ("-x/service", "main"),
+            ("myorg/../etc", "main"),
+            ("", "main"),
+            ("myorg/service", ""),
+        ] {
+            let err = prepare(base, repo, ref_name, &dir)
+                .await
+                .expect_err("invalid");
+            assert!(matches!(err, WorkspaceError::Invalid { .. }), "{err:?}");
+        }
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn non_empty_dir_is_refused() {
+        let (tmp, base, _) = bare_repo();
+        let dir = tmp.path().join("ws");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("x"), "x").expect("write");
+        let err = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
+            .await
+            .expect_err("not empty");
+        assert!(matches!(err, WorkspaceError::NotEmpty(_)), "{err:?}");
+        assert!(dir.join("x").exists());
+    }
+
+    #[tokio::test]
+    async fn program_config_does_not_run_in_the_worker() {
+        let (tmp, base, _) = bare_repo();
+        let dir = tmp.path().join("ws");
+        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
+            .await
+            .expect("prepare");
+        let marker = tmp.path().join("pwned");
+        let config = dir.join(".git/config");
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(&format!(
+            "[core]\n\tfsmonitor = \"touch {0}; false\"\n[filter \"x\"]\n\tclean = \"touch {0}; cat\"\n",
+            marker.display()
+        ));
+        std::fs::write(&config, text).expect("write");
+        std::fs::write(dir.join(".gitattributes"), "* filter=x\n").expect("write");
+        std::fs::write(dir.join("README.md"), "changed\n").expect("write");
+        let patch = tmp.path().join("diff.patch");
+        capture_diff(&ws, &patch).await.expect("diff");
+        assert!(!marker.exists(), "the program's git config ran a command");
+        let text = std::fs::read_to_string(&patch).expect("read");
+        assert!(text.contains("+changed"), "{text}");
+    }
+}
