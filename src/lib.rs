@@ -21,3 +21,6 @@ pub mod v1 {
 pub mod codec;
 pub mod reasons;
 pub mod structs;
+
+#[cfg(test)]
+mod contract_snapshot;

@@ -105,6 +105,9 @@ pub async fn prepare(
     check_repo(repo)?;
     check_ref(ref_name)?;
     let candidates = source_candidates(git_base, repo)?;
+    if candidates.is_empty() {
+        return Err(no_such_repository(git_base, repo, ref_name));
+    }
 
     let created = match tokio::fs::read_dir(dir).await {
         Ok(mut entries) => {
@@ -158,8 +161,7 @@ async fn checkout(
     dir: &Path,
 ) -> Result<String, WorkspaceError> {
     git(dir, ["init", "--quiet"]).await?;
-    let mut last_stderr = String::new();
-    let mut fetched = false;
+    let mut failures = Vec::new();
     for url in candidates {
         let output = git_output(
             dir,
@@ -176,17 +178,20 @@ async fn checkout(
         )
         .await?;
         if output.status.success() {
-            fetched = true;
+            failures.clear();
             break;
         }
-        last_stderr = snippet(&output.stderr);
+        failures.push(format!("{}: {}", redact(url), snippet(&output.stderr)));
     }
-    if !fetched {
+    if candidates.is_empty() {
+        return Err(no_such_repository(git_base, repo, ref_name));
+    }
+    if !failures.is_empty() {
         return Err(WorkspaceError::Fetch {
-            git_base: git_base.to_string(),
+            git_base: redact(git_base),
             repo: repo.to_string(),
             ref_name: ref_name.to_string(),
-            stderr: last_stderr,
+            stderr: failures.join("; "),
         });
     }
     git(dir, ["checkout", "--quiet", "--detach", "FETCH_HEAD"]).await?;
@@ -360,8 +365,8 @@ fn check_ref(ref_name: &str) -> Result<(), WorkspaceError> {
     Ok(())
 }
 
-/// `<base>/<repo>.git` then `<base>/<repo>`; a local base is made absolute so that
-/// git never reads it as `host:path`.
+/// `<base>/<repo>.git` then `<base>/<repo>`; for a local base only those that exist,
+/// made absolute so that git never reads them as `host:path`.
 fn source_candidates(git_base: &str, repo: &str) -> Result<Vec<String>, WorkspaceError> {
     let base = git_base.trim_end_matches('/');
     if base.is_empty() {
@@ -371,15 +376,38 @@ fn source_candidates(git_base: &str, repo: &str) -> Result<Vec<String>, Workspac
             why: "empty",
         });
     }
-    let base = if base.contains("://") {
-        base.to_string()
-    } else {
-        let absolute = std::path::absolute(base).map_err(|e| {
-            WorkspaceError::io(format!("cannot resolve the git base {git_base:?}"), e)
-        })?;
-        absolute.to_string_lossy().into_owned()
+    if base.contains("://") {
+        return Ok(vec![format!("{base}/{repo}.git"), format!("{base}/{repo}")]);
+    }
+    let absolute = std::path::absolute(base)
+        .map_err(|e| WorkspaceError::io(format!("cannot resolve the git base {git_base:?}"), e))?;
+    Ok([format!("{repo}.git"), repo.to_string()]
+        .iter()
+        .map(|candidate| absolute.join(candidate))
+        .filter(|path| path.is_dir())
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect())
+}
+
+fn no_such_repository(git_base: &str, repo: &str, ref_name: &str) -> WorkspaceError {
+    WorkspaceError::Fetch {
+        git_base: redact(git_base),
+        repo: repo.to_string(),
+        ref_name: ref_name.to_string(),
+        stderr: format!("no repository {repo}.git or {repo} in {git_base}"),
+    }
+}
+
+/// `url` without credentials (`https://user:token@host/…` → `https://***@host/…`).
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
     };
-    Ok(vec![format!("{base}/{repo}.git"), format!("{base}/{repo}")])
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 fn git_command(dir: &Path) -> Command {
@@ -422,8 +450,6 @@ fn git_command(dir: &Path) -> Command {
             "core.fsmonitor=false",
             "-c",
             "core.autocrlf=false",
-            "-c",
-            "protocol.file.allow=always",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -642,12 +668,18 @@ mod tests {
         .expect_err("unknown ref");
         assert!(matches!(err, WorkspaceError::Fetch { .. }), "{err:?}");
         assert!(err.to_string().contains("no-such-branch"), "{err}");
+        assert!(
+            err.to_string().contains("couldn't find remote ref"),
+            "{err}"
+        );
         assert!(!dir.exists());
 
         let err = prepare(base.to_str().expect("utf-8"), "myorg/missing", "main", &dir)
             .await
             .expect_err("unknown repo");
         assert!(matches!(err, WorkspaceError::Fetch { .. }), "{err:?}");
+        assert!(err.to_string().contains("no repository"), "{err}");
+        assert!(!dir.exists());
     }
 
     #[tokio::test]
@@ -670,6 +702,19 @@ mod tests {
             assert!(matches!(err, WorkspaceError::Invalid { .. }), "{err:?}");
         }
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact("https://user:token@git.example.com/org"),
+            "https://***@git.example.com/org"
+        );
+        assert_eq!(
+            redact("https://git.example.com/a@b"),
+            "https://git.example.com/a@b"
+        );
+        assert_eq!(redact("/srv/git"), "/srv/git");
     }
 
     #[tokio::test]

@@ -200,8 +200,9 @@ async fn wait_for_end(
         () = cancel.cancelled() => CommandEnd::Cancelled,
         () = budget => CommandEnd::TimedOut,
         status = child.wait() => {
-            // Leftover background processes still hold the group id alive, so
-            // killing it cannot hit an unrelated group.
+            // Kill what the program left behind. Leftovers keep the group id in use;
+            // without any it was freed just now, and pids are allocated cyclically,
+            // so the id cannot already belong to another group.
             group.kill();
             return match status {
                 Ok(status) => exit_end(status),
@@ -568,7 +569,7 @@ mod tests {
     }
 
     fn parse_env(text: &str) -> BTreeMap<String, String> {
-        text.lines()
+        text.split('\0')
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
@@ -577,7 +578,7 @@ mod tests {
     #[tokio::test]
     async fn environment_is_an_allowlist() {
         let fx = Fixture::new();
-        let report = super::run(&config(&["env"]), fx.run()).await;
+        let report = super::run(&config(&["env", "-0"]), fx.run()).await;
         assert_eq!(report.end, CommandEnd::Exited { code: 0 });
         let env = parse_env(&fx.stdout());
         let names: Vec<&str> = env.keys().map(String::as_str).collect();
@@ -592,8 +593,17 @@ mod tests {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| DEFAULT_PATH.to_string());
         assert_eq!(env["PATH"], expected_path);
-        // cargo sets CARGO_* in the test process; none may leak.
-        assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+        // Nothing else of the test process (cargo's CARGO_*, the real HOME, …) leaks.
+        for (name, value) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if !["PATH", "LANG"].contains(&name.as_ref()) {
+                assert_ne!(
+                    env.get(name.as_ref()).map(|v| v.as_bytes()),
+                    Some(value.as_encoded_bytes()),
+                    "{name} leaked"
+                );
+            }
+        }
         assert!(!env.keys().any(|k| k.starts_with("CARGO")));
     }
 
@@ -602,11 +612,14 @@ mod tests {
         let fx = Fixture::new();
         let mut run = fx.run();
         run.allow_secrets = true;
-        let report = super::run(&config(&["env"]), run).await;
+        let report = super::run(&config(&["env", "-0"]), run).await;
         assert_eq!(report.end, CommandEnd::Exited { code: 0 });
         assert_eq!(report.sandbox.environment, ENV_INHERITED);
         let env = parse_env(&fx.stdout());
-        assert!(env.keys().any(|k| k.starts_with("CARGO")));
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            assert!(env.contains_key(name.as_ref()), "{name} not inherited");
+        }
         assert_eq!(env["JCT_TASK_ID"], "t1");
     }
 
