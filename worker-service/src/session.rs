@@ -159,7 +159,7 @@ impl Session {
                 Ok(()) => failures = 0,
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         warn!(intake = %self.intake_url, %error, failures, "intake unreachable; retrying");
                     }
                 }

@@ -4,7 +4,7 @@
 use jct::structs::struct_to_json;
 use jct::v1 as pb;
 use prost_types::{Struct, Timestamp};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 pub fn task_to_json(task: &pb::Task) -> Json {
     let requested_by = task
@@ -48,7 +48,7 @@ fn object(value: Option<&Struct>) -> Json {
     Json::Object(
         value
             .and_then(|s| struct_to_json(s).ok())
-            .unwrap_or_else(Map::new),
+            .unwrap_or_default(),
     )
 }
 

@@ -10,6 +10,7 @@ use tracing::warn;
 
 use crate::task::{Task, TaskSpec, now_micros};
 
+use super::cache::TaskCache;
 use super::connect::Backend;
 use super::insert::{self, Enqueued};
 use super::transition::{self, Transition, TransitionError};
@@ -40,6 +41,7 @@ pub(super) fn spawn(
     db: DatabaseConnection,
     backend: Backend,
     events: StoreEvents,
+    cache: TaskCache,
     max_batch: usize,
 ) -> BatchHandle {
     let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -47,6 +49,7 @@ pub(super) fn spawn(
         db,
         backend,
         events,
+        cache,
         max_batch: max_batch.max(1),
     };
     tokio::spawn(writer.run(receiver));
@@ -68,6 +71,7 @@ struct BatchWriter {
     db: DatabaseConnection,
     backend: Backend,
     events: StoreEvents,
+    cache: TaskCache,
     max_batch: usize,
 }
 
@@ -112,6 +116,12 @@ impl BatchWriter {
         let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
         match self.commit(&inserts, &changes).await {
             Ok((inserted, transitioned, committed)) => {
+                for enqueued in inserted.iter().flatten().filter(|e| e.created) {
+                    self.cache.put(&enqueued.task);
+                }
+                for (task, _) in transitioned.iter().flatten() {
+                    self.cache.put(task);
+                }
                 for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
                     let _ = waiting.reply.send(outcome);
                 }
@@ -153,15 +163,40 @@ impl BatchWriter {
         DbErr,
     > {
         let now = now_micros();
+        // one request alone needs no transaction around its single statement:
+        // autocommit saves the BEGIN and COMMIT round trips
+        if inserts.len() + changes.len() == 1 {
+            return self.write_all(&self.db, inserts, changes, now).await;
+        }
         let txn = self.db.begin().await?;
+        let written = self.write_all(&txn, inserts, changes, now).await?;
+        txn.commit().await?;
+        Ok(written)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn write_all<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        inserts: &[(TaskSpec, i32)],
+        changes: &[&Transition],
+        now: i64,
+    ) -> Result<
+        (
+            Vec<Result<Enqueued, StoreError>>,
+            Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
+            Committed,
+        ),
+        DbErr,
+    > {
         let inserted = if inserts.is_empty() {
             Vec::new()
         } else {
-            insert::insert_batch(&txn, inserts, now).await?
+            insert::insert_batch(db, inserts, now).await?
         };
         let mut transitioned = Vec::with_capacity(changes.len());
         for change in changes {
-            transitioned.push(transition::apply(&txn, change, now).await?);
+            transitioned.push(transition::apply(db, change, now).await?);
         }
         let committed = Committed {
             queued: inserted
@@ -175,12 +210,12 @@ impl BatchWriter {
         if self.backend == Backend::Postgres {
             // delivered to other replicas' dispatchers only if this commits
             if committed.queued {
-                txn.execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
+                db.execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
                     .await?;
             }
             for notice in &committed.cancelled {
                 let payload = format!("{}:{}", notice.task_id, notice.lease_token);
-                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                db.execute_raw(sea_orm::Statement::from_sql_and_values(
                     sea_orm::DatabaseBackend::Postgres,
                     "SELECT pg_notify('jct_task_cancelled', $1)",
                     [payload.into()],
@@ -188,7 +223,6 @@ impl BatchWriter {
                 .await?;
             }
         }
-        txn.commit().await?;
         Ok((inserted, transitioned, committed))
     }
 }

@@ -7,6 +7,7 @@ use jct_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous as SqlxSynchronous};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 
+use super::cache::TaskCache;
 use super::{Store, StoreError, StoreEvents, batch};
 
 /// Which database the store runs on.
@@ -82,25 +83,26 @@ impl Store {
                 redact(&options.url)
             )))
         })?;
-        let (reader, writer) = match backend {
-            Backend::Sqlite => open_sqlite(&options).await?,
+        let (reader, writer, exclusive) = match backend {
+            Backend::Sqlite => {
+                let exclusive = lock_sqlite_file(&options.url)?;
+                let (reader, writer) = open_sqlite(&options).await?;
+                (reader, writer, exclusive)
+            }
             Backend::Postgres => {
                 let pool = connect(pool_options(&options.url, options.max_connections)).await?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
         if options.migrate {
             migrate(&writer, backend).await?;
         }
         let events = StoreEvents::new();
-        let batch = batch::spawn(writer.clone(), backend, events.clone(), options.max_batch);
-        Ok(Store {
-            reader,
-            writer,
-            backend,
-            batch,
-            events,
-        })
+        // SQLite: the lock file makes this process the only writer, so the cache
+        // may hold tasks that can still change
+        let cache = TaskCache::new(backend == Backend::Sqlite);
+        let batch = batch::spawn(writer.clone(), backend, events.clone(), cache.clone(), options.max_batch);
+        Ok(Store { reader, writer, backend, batch, events, cache, _exclusive: exclusive })
     }
 }
 
@@ -161,6 +163,31 @@ async fn open_sqlite(
     reader_options.map_sqlx_sqlite_opts(tune);
     let reader = connect(reader_options).await?;
     Ok((reader, writer))
+}
+
+/// Takes an exclusive lock on `<database>.lock` for the life of the store: a
+/// second intake on the same SQLite file would be a second writer (and would make
+/// this one's cache stale), so it is refused at start.
+fn lock_sqlite_file(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, StoreError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let refuse = |detail: String| StoreError::Database(sea_orm::DbErr::Custom(detail));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| refuse(format!("cannot open the lock file {lock_path}: {error}")))?;
+    file.try_lock().map_err(|_| {
+        refuse(format!(
+            "another intake-service is using this SQLite database ({lock_path} is locked);              SQLite allows one intake — use Postgres for several"
+        ))
+    })?;
+    Ok(Some(std::sync::Arc::new(file)))
 }
 
 fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+    ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
     QueryTrait,
 };
 use uuid::Uuid;
@@ -33,7 +33,7 @@ enum Role {
 }
 
 pub(super) async fn insert_batch(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     requests: &[(TaskSpec, i32)],
     now: i64,
 ) -> Result<Vec<Result<Enqueued, StoreError>>, DbErr> {
@@ -121,7 +121,7 @@ fn same_or_conflict(stored: Task, spec: &TaskSpec) -> Result<Enqueued, StoreErro
 }
 
 async fn load_by_keys(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     keys: &[&str],
 ) -> Result<HashMap<String, Task>, DbErr> {
     let mut by_key = HashMap::with_capacity(keys.len());

@@ -125,6 +125,9 @@ impl Store {
             tasks.push(Model::from_query_result(&row, "")?.into_task()?);
         }
         tasks.sort_by_key(|task| (task.queued_at, task.id));
+        for task in &tasks {
+            self.cache.put(task);
+        }
         Ok(tasks)
     }
 
@@ -178,7 +181,8 @@ impl Store {
                 .value(Column::LeaseExpiresAt, Option::<i64>::None)
                 .and_where(Expr::col(Column::Id).eq(task_id))
                 .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
-                .and_where(Expr::col(Column::LeaseToken).eq(lease_token));
+                .and_where(Expr::col(Column::LeaseToken).eq(lease_token))
+                .returning_all();
             update
         };
 
@@ -192,7 +196,8 @@ impl Store {
                     "the worker running the task was lost on its last allowed attempt",
                 )
                 .and_where(Expr::col(Column::Attempt).gte(Expr::col(Column::MaxAttempts)));
-            if self.writer.execute(&fail).await?.rows_affected() > 0 {
+            if let Some(row) = self.writer.query_one(&fail).await? {
+                self.cache.put(&Model::from_query_result(&row, "")?.into_task()?);
                 return Ok(Released::Failed);
             }
         }
@@ -219,7 +224,8 @@ impl Store {
                 );
             }
         }
-        if self.writer.execute(&requeue).await?.rows_affected() > 0 {
+        if let Some(row) = self.writer.query_one(&requeue).await? {
+            self.cache.put(&Model::from_query_result(&row, "")?.into_task()?);
             if self.backend == super::Backend::Postgres {
                 // wake the dispatchers of every replica, not only this one
                 self.writer

@@ -7,6 +7,7 @@
 //! by every request in it. Claims, renewals and reads run directly.
 
 mod batch;
+mod cache;
 mod connect;
 pub mod entity;
 mod insert;
@@ -73,6 +74,9 @@ pub struct Store {
     backend: Backend,
     batch: batch::BatchHandle,
     events: StoreEvents,
+    cache: cache::TaskCache,
+    /// Held for the store's life on SQLite: the single-writer lock.
+    _exclusive: Option<Arc<std::fs::File>>,
 }
 
 impl Store {

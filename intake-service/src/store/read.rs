@@ -1,6 +1,7 @@
 //! Reads: one task, a filtered page of tasks, counts by status.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -26,9 +27,16 @@ pub type StatusCounts = BTreeMap<&'static str, i64>;
 // === impl Store ===
 
 impl Store {
-    pub async fn get(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
+    pub async fn get(&self, id: Uuid) -> Result<Option<Arc<Task>>, StoreError> {
+        if let Some(task) = self.cache.get(&id) {
+            return Ok(Some(task));
+        }
         match Entity::find_by_id(id).one(&self.reader).await? {
-            Some(model) => Ok(Some(model.into_task()?)),
+            Some(model) => {
+                let task = model.into_task()?;
+                self.cache.put(&task);
+                Ok(Some(Arc::new(task)))
+            }
             None => Ok(None),
         }
     }

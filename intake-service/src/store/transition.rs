@@ -3,7 +3,7 @@
 //! under the lease the worker presents. Concurrent changes cannot both win.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
@@ -50,7 +50,7 @@ pub enum TransitionError {
 }
 
 pub(super) async fn apply(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     change: &Transition,
     now: i64,
 ) -> Result<Result<(Task, Option<CancelNotice>), TransitionError>, DbErr> {
@@ -128,7 +128,7 @@ pub(super) async fn apply(
 
 /// Why a guarded update changed nothing.
 async fn classify(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     change: &Transition,
 ) -> Result<TransitionError, DbErr> {
     let Some(current) = Entity::find_by_id(change.task_id).one(txn).await? else {
