@@ -147,7 +147,7 @@ pub fn worker_config(intake_url: &str, trace_root: &std::path::Path) -> WorkerCo
     let mut config = WorkerConfig::defaults();
     config.intake_url = intake_url.to_string();
     config.trace_root = trace_root.to_path_buf();
-    config.health_addr = None;
+    config.health_addr = String::new();
     config
 }
 

@@ -92,12 +92,13 @@ pub struct WorkerConfig {
 
     /// gRPC health endpoint of the worker (grpc.health.v1): "" is SERVING while the
     /// process runs; "jct.v1.Worker" while attached to the intake and not draining.
+    /// Empty turns the endpoint off.
     #[arg(
         long,
         env = "JCT_WORKER_HEALTH_ADDR",
         default_value = "127.0.0.1:50052"
     )]
-    pub health_addr: Option<SocketAddr>,
+    pub health_addr: String,
 
     /// Log format: `text` or `json`. The filter is `RUST_LOG`.
     #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
@@ -117,6 +118,17 @@ impl WorkerConfig {
                 .unwrap_or_else(|_| "worker".to_string());
             format!("{host}-{}", std::process::id())
         })
+    }
+
+    /// The health endpoint's address; `None` when JCT_WORKER_HEALTH_ADDR is empty.
+    pub fn health_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.health_addr.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|error| format!("JCT_WORKER_HEALTH_ADDR {text:?}: {error}"))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

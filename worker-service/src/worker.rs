@@ -52,7 +52,8 @@ pub async fn run(
         })?;
 
     let stopped = CancellationToken::new();
-    let (health, health_addr) = health::start(config.health_addr, stopped.clone())
+    let health_addr = config.health_addr().map_err(WorkerError::Config)?;
+    let (health, health_addr) = health::start(health_addr, stopped.clone())
         .await
         .map_err(|source| WorkerError::Io {
             what: "the health endpoint".into(),

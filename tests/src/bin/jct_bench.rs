@@ -35,6 +35,11 @@ struct Cli {
     /// Directory holding the intake-service and worker-service binaries (default: next to this one).
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
+    /// Where dispatch runs write their trace folders (kept afterwards: deleting
+    /// tens of thousands of files between runs makes ext4's inode allocator scan
+    /// recently deleted inodes, which then dominates the next run's profile).
+    #[arg(long, global = true)]
+    trace_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -67,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Mode::Intake { concurrency, seconds } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
         Mode::Dispatch { tasks, workers, latency_tasks } => {
-            bench_dispatch(&bin_dir, &cli.backend, tasks, &workers, latency_tasks).await
+            let trace_dir = cli.trace_dir.unwrap_or_else(|| std::env::temp_dir().join("jct-bench-traces"));
+            std::fs::create_dir_all(&trace_dir)?;
+            println!("trace folders kept under {}", trace_dir.display());
+            bench_dispatch(&bin_dir, &cli.backend, tasks, &workers, latency_tasks, &trace_dir).await
         }
     }
 }
@@ -321,6 +329,7 @@ async fn bench_dispatch(
     tasks: usize,
     worker_counts: &[usize],
     latency_tasks: usize,
+    trace_dir: &Path,
 ) -> anyhow::Result<()> {
     println!("backend={backend}");
     for &workers in worker_counts {
@@ -342,11 +351,11 @@ async fn bench_dispatch(
             task.await??;
         }
         let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
-        let traces = tempfile::tempdir()?;
+        let traces = tempfile::Builder::new().prefix("burst-").tempdir_in(trace_dir)?.keep();
         let started = Instant::now();
         let mut running = Vec::new();
         for id in 0..workers {
-            running.push(start_worker(bin_dir, &address, traces.path(), id)?);
+            running.push(start_worker(bin_dir, &address, &traces, id)?);
         }
         let mut operator = OperatorServiceClient::new(channel.clone());
         loop {
@@ -361,7 +370,7 @@ async fn bench_dispatch(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let drain = started.elapsed().as_secs_f64();
-        let folders = std::fs::read_dir(traces.path())?.count();
+        let folders = std::fs::read_dir(&traces)?.count();
         let worker_peaks: Vec<String> =
             running.iter().map(|w| format!("{:.1}MB", w.rss_kb().1 as f64 / 1024.0)).collect();
         let (_, intake_peak) = intake.rss_kb();
@@ -382,8 +391,8 @@ async fn bench_dispatch(
 
     // latency: one worker, tasks enqueued one at a time 20 ms apart
     let (intake, address) = start_intake(bin_dir, backend).await?;
-    let traces = tempfile::tempdir()?;
-    let worker = start_worker(bin_dir, &address, traces.path(), 0)?;
+    let traces = tempfile::Builder::new().prefix("latency-").tempdir_in(trace_dir)?.keep();
+    let worker = start_worker(bin_dir, &address, &traces, 0)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (worker_idle, _) = worker.rss_kb();
     let mut client = TaskServiceClient::new(channels(&address, 1).await?.remove(0));
@@ -398,7 +407,7 @@ async fn bench_dispatch(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut histogram = Histogram::<u64>::new(3)?;
     for (task_id, created) in &enqueued {
-        let events = std::fs::read_to_string(traces.path().join(task_id).join("events.jsonl"))
+        let events = std::fs::read_to_string(traces.join(task_id).join("events.jsonl"))
             .with_context(|| format!("trace of {task_id}"))?;
         let started_line = events.lines().find(|line| line.contains("\"started\"")).context("started event")?;
         let event: serde_json::Value = serde_json::from_str(started_line)?;
