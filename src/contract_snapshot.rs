@@ -14,7 +14,11 @@ const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/snapshot/jct_
 
 fn render(set: &FileDescriptorSet) -> String {
     let mut out = String::new();
-    let mut files: Vec<_> = set.file.iter().filter(|f| f.package() == "jct.v1").collect();
+    let mut files: Vec<_> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "jct.v1")
+        .collect();
     files.sort_by_key(|f| f.name().to_string());
     for file in files {
         let _ = writeln!(out, "file {}", file.name());
@@ -62,11 +66,22 @@ fn render_message(out: &mut String, message: &DescriptorProto, indent: &str) {
         };
         let oneof = match field.oneof_index {
             Some(index) if !field.proto3_optional() => {
-                format!(" (oneof {})", message.oneof_decl.get(index as usize).map_or("?", |o| o.name()))
+                format!(
+                    " (oneof {})",
+                    message
+                        .oneof_decl
+                        .get(index as usize)
+                        .map_or("?", |o| o.name())
+                )
             }
             _ => String::new(),
         };
-        let _ = writeln!(out, "{indent}  {} = {}: {label}{kind}{oneof}", field.name(), field.number());
+        let _ = writeln!(
+            out,
+            "{indent}  {} = {}: {label}{kind}{oneof}",
+            field.name(),
+            field.number()
+        );
     }
     for nested in &message.nested_type {
         render_message(out, nested, &format!("{indent}  "));
@@ -75,7 +90,8 @@ fn render_message(out: &mut String, message: &DescriptorProto, indent: &str) {
 
 #[test]
 fn the_wire_contract_matches_its_snapshot() {
-    let set = FileDescriptorSet::decode(crate::v1::FILE_DESCRIPTOR_SET).expect("the descriptor set decodes");
+    let set = FileDescriptorSet::decode(crate::v1::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
     let rendered = render(&set);
     if std::env::var_os("JCT_UPDATE_SNAPSHOT").is_some() {
         std::fs::write(SNAPSHOT, &rendered).expect("write snapshot");

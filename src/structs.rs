@@ -36,10 +36,7 @@ fn value_to_json(value: &Value, path: &mut String) -> Result<Json, NonFiniteNumb
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(*b),
         Some(Kind::StringValue(s)) => Json::String(s.clone()),
-        Some(Kind::NumberValue(n)) => match Number::from_f64(*n) {
-            Some(number) => Json::Number(number),
-            None => return Err(NonFiniteNumber { path: path.clone() }),
-        },
+        Some(Kind::NumberValue(n)) => number_to_json(*n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?,
         Some(Kind::StructValue(s)) => Json::Object(fields_to_json(s, path)?),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
@@ -52,6 +49,17 @@ fn value_to_json(value: &Value, path: &mut String) -> Result<Json, NonFiniteNumb
             Json::Array(items)
         }
     })
+}
+
+/// Integral values within a double's exact range become JSON integers (`3`, not
+/// `3.0`), as JSON clients wrote them; others stay floats; NaN and infinities fail.
+fn number_to_json(n: f64) -> Option<Json> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.is_finite() && n.fract() == 0.0 && n.abs() <= EXACT {
+        #[allow(clippy::cast_possible_truncation)] // integral and within 2^53
+        return Some(Json::from(n as i64));
+    }
+    Number::from_f64(n).map(Json::Number)
 }
 
 /// Converts a JSON object to a `Struct`.

@@ -33,21 +33,42 @@ async fn queued_tasks_are_pushed_within_capacity_oldest_first(url: &str) {
     let mut client = intake.client.clone();
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(client.enqueue(enqueue_request(&format!("Task {n}"))).await.expect("enqueue").into_inner().task_id);
+        ids.push(
+            client
+                .enqueue(enqueue_request(&format!("Task {n}")))
+                .await
+                .expect("enqueue")
+                .into_inner()
+                .task_id,
+        );
     }
     let mut worker = FakeWorker::attach(intake.channel().await, "w1", 2, vec![]).await;
     let first = worker.next_assignment().await;
     let second = worker.next_assignment().await;
-    let got = [first.task.as_ref().map(|t| t.id.clone()), second.task.as_ref().map(|t| t.id.clone())];
-    assert_eq!(got, [Some(ids[0].clone()), Some(ids[1].clone())], "oldest first");
+    let got = [
+        first.task.as_ref().map(|t| t.id.clone()),
+        second.task.as_ref().map(|t| t.id.clone()),
+    ];
+    assert_eq!(
+        got,
+        [Some(ids[0].clone()), Some(ids[1].clone())],
+        "oldest first"
+    );
     assert_eq!(first.attempt, 1);
     assert!(first.lease_expires_at.is_some() && !first.lease_token.is_empty());
-    assert!(worker.next(Duration::from_millis(300)).await.is_none(), "never more than capacity in flight");
+    assert!(
+        worker.next(Duration::from_millis(300)).await.is_none(),
+        "never more than capacity in flight"
+    );
 
     let ack = worker.report(completed(&first, 1)).await;
     assert!(ack.accepted, "{ack:?}");
     let third = worker.next_assignment().await;
-    assert_eq!(third.task.map(|t| t.id), Some(ids[2].clone()), "a freed slot is refilled");
+    assert_eq!(
+        third.task.map(|t| t.id),
+        Some(ids[2].clone()),
+        "a freed slot is refilled"
+    );
 
     // a task enqueued while the worker has room is pushed without any poll
     let ack = worker.report(completed(&second, 2)).await;
@@ -60,7 +81,12 @@ async fn queued_tasks_are_pushed_within_capacity_oldest_first(url: &str) {
 async fn a_lost_worker_cannot_report_over_the_next_attempt(url: &str) {
     let intake = TestIntake::start_with(config(url)).await;
     let mut client = intake.client.clone();
-    let id = client.enqueue(enqueue_request("Survive a lost worker")).await.expect("enqueue").into_inner().task_id;
+    let id = client
+        .enqueue(enqueue_request("Survive a lost worker"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
 
     let mut first = FakeWorker::attach(intake.channel().await, "w1", 1, vec![]).await;
     let lost = first.next_assignment().await;
@@ -69,7 +95,10 @@ async fn a_lost_worker_cannot_report_over_the_next_attempt(url: &str) {
 
     let mut second = FakeWorker::attach(intake.channel().await, "w2", 1, vec![]).await;
     let retry = second.next_assignment().await;
-    assert_eq!((retry.task.as_ref().map(|t| t.id.clone()), retry.attempt), (Some(id.clone()), 2));
+    assert_eq!(
+        (retry.task.as_ref().map(|t| t.id.clone()), retry.attempt),
+        (Some(id.clone()), 2)
+    );
     assert_ne!(retry.lease_token, lost.lease_token);
 
     // the first worker's late report, through the client API, changes nothing
@@ -86,15 +115,27 @@ async fn a_lost_worker_cannot_report_over_the_next_attempt(url: &str) {
     assert_eq!(reason(&late), "LEASE_LOST");
     // nor can a client without a lease complete a task a worker holds
     let unleased = client
-        .update_status(pb::UpdateStatusRequest { task_id: id.clone(), status: "completed".into(), result: Some(prost_types::Struct::default()), ..Default::default() })
+        .update_status(pb::UpdateStatusRequest {
+            task_id: id.clone(),
+            status: "completed".into(),
+            result: Some(prost_types::Struct::default()),
+            ..Default::default()
+        })
         .await
         .expect_err("held by a worker");
     assert_eq!(reason(&unleased), "LEASE_LOST");
 
     let ack = second.report(completed(&retry, 7)).await;
     assert!(ack.accepted, "{ack:?}");
-    let task = client.get_task(pb::GetTaskRequest { task_id: id }).await.expect("get").into_inner();
-    assert_eq!((task.status.as_str(), task.attempt, task.worker_id.as_str()), ("completed", 2, "w2"));
+    let task = client
+        .get_task(pb::GetTaskRequest { task_id: id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        (task.status.as_str(), task.attempt, task.worker_id.as_str()),
+        ("completed", 2, "w2")
+    );
 
     // reporting again on a finished task is refused, and nothing changes
     let again = second.report(completed(&retry, 8)).await;
@@ -108,9 +149,15 @@ async fn attempts_run_out_with_worker_lost(url: &str) {
     config.max_attempts = 2;
     let intake = TestIntake::start_with(config).await;
     let mut client = intake.client.clone();
-    let id = client.enqueue(enqueue_request("Doomed task")).await.expect("enqueue").into_inner().task_id;
+    let id = client
+        .enqueue(enqueue_request("Doomed task"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
     for attempt in 1..=2 {
-        let mut worker = FakeWorker::attach(intake.channel().await, &format!("w{attempt}"), 1, vec![]).await;
+        let mut worker =
+            FakeWorker::attach(intake.channel().await, &format!("w{attempt}"), 1, vec![]).await;
         let assignment = worker.next_assignment().await;
         assert_eq!(assignment.attempt, attempt);
         drop(worker);
@@ -119,7 +166,11 @@ async fn attempts_run_out_with_worker_lost(url: &str) {
         let mut client = client.clone();
         let id = id.clone();
         async move {
-            let task = client.get_task(pb::GetTaskRequest { task_id: id }).await.ok()?.into_inner();
+            let task = client
+                .get_task(pb::GetTaskRequest { task_id: id })
+                .await
+                .ok()?
+                .into_inner();
             (task.status == "failed").then_some(task)
         }
     })
@@ -134,7 +185,12 @@ async fn an_expired_lease_is_taken_back(url: &str) {
     config.lease_ttl_seconds = 1;
     let intake = TestIntake::start_with(config).await;
     let mut client = intake.client.clone();
-    let id = client.enqueue(enqueue_request("Silent worker")).await.expect("enqueue").into_inner().task_id;
+    let id = client
+        .enqueue(enqueue_request("Silent worker"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
     // attached but never heartbeating: the lease lapses although the stream lives
     let mut silent = FakeWorker::attach(intake.channel().await, "silent", 1, vec![]).await;
     let first = silent.next_assignment().await;
@@ -145,7 +201,10 @@ async fn an_expired_lease_is_taken_back(url: &str) {
             None => panic!("no LeaseLost after the lease expired"),
         }
     };
-    assert_eq!((lost.task_id.as_str(), lost.lease_token.as_str()), (id.as_str(), first.lease_token.as_str()));
+    assert_eq!(
+        (lost.task_id.as_str(), lost.lease_token.as_str()),
+        (id.as_str(), first.lease_token.as_str())
+    );
     // the slot it held is free again, and the retry comes back to this worker
     let retry = silent.next_assignment().await;
     assert_eq!((retry.task.map(|t| t.id), retry.attempt), (Some(id), 2));
@@ -155,11 +214,20 @@ async fn an_expired_lease_is_taken_back(url: &str) {
 async fn cancelling_a_running_task_reaches_its_worker(url: &str) {
     let intake = TestIntake::start_with(config(url)).await;
     let mut client = intake.client.clone();
-    let id = client.enqueue(enqueue_request("Cancel me while running")).await.expect("enqueue").into_inner().task_id;
+    let id = client
+        .enqueue(enqueue_request("Cancel me while running"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
     let mut worker = FakeWorker::attach(intake.channel().await, "w1", 1, vec![]).await;
     let assignment = worker.next_assignment().await;
     let cancelled = client
-        .update_status(pb::UpdateStatusRequest { task_id: id.clone(), status: "cancelled".into(), ..Default::default() })
+        .update_status(pb::UpdateStatusRequest {
+            task_id: id.clone(),
+            status: "cancelled".into(),
+            ..Default::default()
+        })
         .await
         .expect("cancel running")
         .into_inner();
@@ -171,15 +239,25 @@ async fn cancelling_a_running_task_reaches_its_worker(url: &str) {
             None => panic!("the worker was not told to cancel"),
         }
     };
-    assert_eq!((cancel.task_id.as_str(), cancel.lease_token.as_str()), (id.as_str(), assignment.lease_token.as_str()));
+    assert_eq!(
+        (cancel.task_id.as_str(), cancel.lease_token.as_str()),
+        (id.as_str(), assignment.lease_token.as_str())
+    );
     // the worker's final report is refused and the task stays cancelled
     let mut report = completed(&assignment, 3);
     report.status = "failed".into();
     report.result = None;
-    report.error = Some(pb::TaskError { code: "CANCELLED".into(), message: "killed".into() });
+    report.error = Some(pb::TaskError {
+        code: "CANCELLED".into(),
+        message: "killed".into(),
+    });
     let ack = worker.report(report).await;
     assert!(!ack.accepted);
-    let task = client.get_task(pb::GetTaskRequest { task_id: id }).await.expect("get").into_inner();
+    let task = client
+        .get_task(pb::GetTaskRequest { task_id: id })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(task.status, "cancelled");
     intake.stop().await;
 }

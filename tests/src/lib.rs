@@ -28,7 +28,10 @@ impl IntakeHandle {
         let socket = std::net::TcpListener::bind(addr)?;
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (finished, done) = oneshot::channel();
         runtime.spawn(async move {
@@ -43,7 +46,12 @@ impl IntakeHandle {
             };
             let _ = finished.send(outcome);
         });
-        Ok(IntakeHandle { addr, stop: Some(stop), done: Some(done), runtime: Some(runtime) })
+        Ok(IntakeHandle {
+            addr,
+            stop: Some(stop),
+            done: Some(done),
+            runtime: Some(runtime),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -106,7 +114,11 @@ impl WorkerHandle {
             .await;
             let _ = finished.send(outcome);
         });
-        WorkerHandle { stop: Some(stop), done: Some(done), runtime: Some(runtime) }
+        WorkerHandle {
+            stop: Some(stop),
+            done: Some(done),
+            runtime: Some(runtime),
+        }
     }
 
     /// Asks the worker to drain (as SIGTERM does) and waits for it to exit.
@@ -182,8 +194,15 @@ pub const PG_ENV: &str = "JCT_TEST_DATABASE_URL";
 impl TestDatabase {
     pub fn sqlite() -> anyhow::Result<TestDatabase> {
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("jct-e2e.db").display());
-        Ok(TestDatabase { url, _dir: Some(dir), pg_admin: None })
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("jct-e2e.db").display()
+        );
+        Ok(TestDatabase {
+            url,
+            _dir: Some(dir),
+            pg_admin: None,
+        })
     }
 
     /// `None` (with a note) when no Postgres server is configured.
@@ -195,22 +214,39 @@ impl TestDatabase {
         };
         let name = format!("jct_e2e_{}", uuid::Uuid::new_v4().simple());
         let admin = sea_orm::Database::connect(&admin_url).await?;
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
         let _ = admin.close().await;
-        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
-        Ok(Some(TestDatabase { url: format!("{base}/{name}"), _dir: None, pg_admin: Some((admin_url, name)) }))
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
+        Ok(Some(TestDatabase {
+            url: format!("{base}/{name}"),
+            _dir: None,
+            pg_admin: Some((admin_url, name)),
+        }))
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         use sea_orm::ConnectionTrait;
-        let Some((admin_url, name)) = self.pg_admin.take() else { return };
+        let Some((admin_url, name)) = self.pg_admin.take() else {
+            return;
+        };
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let admin = sea_orm::Database::connect(&admin_url).await.ok()?;
-                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()?;
                 let _ = admin.close().await;
                 Some(())
             })
@@ -256,7 +292,9 @@ pub fn intake_config(database_url: &str) -> IntakeConfig {
 }
 
 /// A client for the intake at `addr`.
-pub fn task_client(addr: SocketAddr) -> jct::v1::task_service_client::TaskServiceClient<tonic::transport::Channel> {
+pub fn task_client(
+    addr: SocketAddr,
+) -> jct::v1::task_service_client::TaskServiceClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("valid endpoint")
         .connect_lazy();
@@ -265,10 +303,17 @@ pub fn task_client(addr: SocketAddr) -> jct::v1::task_service_client::TaskServic
 
 pub fn enqueue_request(objective: &str) -> jct::v1::EnqueueRequest {
     jct::v1::EnqueueRequest {
-        requested_by: Some(jct::v1::RequestedBy { kind: "agent".into(), id: "e2e".into(), label: None }),
+        requested_by: Some(jct::v1::RequestedBy {
+            kind: "agent".into(),
+            id: "e2e".into(),
+            label: None,
+        }),
         objective: objective.into(),
         operation: "code_change".into(),
-        target: Some(jct::v1::Target { repo: "myorg/service".into(), ..Default::default() }),
+        target: Some(jct::v1::Target {
+            repo: "myorg/service".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

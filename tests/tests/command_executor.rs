@@ -8,7 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use jct::v1 as pb;
-use jct_e2e::{IntakeHandle, WorkerHandle, enqueue_request, eventually, intake_config, on_both_backends, task_client, worker_config};
+use jct_e2e::{
+    IntakeHandle, WorkerHandle, enqueue_request, eventually, intake_config, on_both_backends,
+    task_client, worker_config,
+};
 use worker_service::config::WorkerConfig;
 use worker_service::executor::ExecutorKind;
 
@@ -32,9 +35,15 @@ struct Setup {
 }
 
 fn setup(url: &str) -> Setup {
-    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr"))
+        .expect("intake");
     let client = task_client(intake.addr);
-    Setup { intake, client, traces: tempfile::tempdir().expect("traces"), scratch: tempfile::tempdir().expect("scratch") }
+    Setup {
+        intake,
+        client,
+        traces: tempfile::tempdir().expect("traces"),
+        scratch: tempfile::tempdir().expect("scratch"),
+    }
 }
 
 impl Setup {
@@ -48,7 +57,11 @@ impl Setup {
     }
 
     fn trace(&self, id: &str) -> PathBuf {
-        self.traces.path().canonicalize().expect("trace root").join(id)
+        self.traces
+            .path()
+            .canonicalize()
+            .expect("trace root")
+            .join(id)
     }
 }
 
@@ -57,7 +70,11 @@ async fn settled(client: &Client, id: &str) -> pb::Task {
         let mut client = client.clone();
         let id = id.to_string();
         async move {
-            let task = client.get_task(pb::GetTaskRequest { task_id: id }).await.ok()?.into_inner();
+            let task = client
+                .get_task(pb::GetTaskRequest { task_id: id })
+                .await
+                .ok()?
+                .into_inner();
             matches!(task.status.as_str(), "completed" | "failed" | "cancelled").then_some(task)
         }
     })
@@ -67,7 +84,12 @@ async fn settled(client: &Client, id: &str) -> pb::Task {
 
 async fn enqueue(client: &Client, objective: &str) -> String {
     let mut client = client.clone();
-    client.enqueue(enqueue_request(objective)).await.expect("enqueue").into_inner().task_id
+    client
+        .enqueue(enqueue_request(objective))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id
 }
 
 fn read(path: &Path) -> String {
@@ -76,10 +98,17 @@ fn read(path: &Path) -> String {
 
 async fn wait_for_file(path: &Path, needle: &str) {
     let found = eventually(Duration::from_secs(20), || async {
-        std::fs::read_to_string(path).ok().filter(|text| text.contains(needle)).map(|_| ())
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|text| text.contains(needle))
+            .map(|_| ())
     })
     .await;
-    assert!(found.is_some(), "{} never contained {needle:?}", path.display());
+    assert!(
+        found.is_some(),
+        "{} never contained {needle:?}",
+        path.display()
+    );
 }
 
 async fn a_program_that_exits_zero_completes(url: &str) {
@@ -91,31 +120,57 @@ async fn a_program_that_exits_zero_completes(url: &str) {
     let task = settled(&setup.client, &id).await;
     assert_eq!(task.status, "completed", "{:?}", task.error);
     let result = task.result.expect("result");
-    assert_eq!(result.fields.get("exit_code").and_then(|v| match v.kind { Some(prost_types::value::Kind::NumberValue(n)) => Some(n), _ => None }), Some(0.0));
+    assert_eq!(
+        result.fields.get("exit_code").and_then(|v| match v.kind {
+            Some(prost_types::value::Kind::NumberValue(n)) => Some(n),
+            _ => None,
+        }),
+        Some(0.0)
+    );
     let folder = setup.trace(&id);
     assert_eq!(task.trace_uri, format!("file://{}", folder.display()));
     assert!(read(&folder.join("stdout.log")).contains(&format!("hello from {id}")));
     assert!(folder.join("result.json").is_file() && !folder.join("error.json").exists());
-    let manifest: serde_json::Value = serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
-    assert_eq!((manifest["executor"].as_str(), manifest["exit_code"].as_i64()), (Some("command"), Some(0)));
-    assert!(manifest["sandbox"]["network"].as_str().is_some_and(|n| !n.is_empty()));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
+    assert_eq!(
+        (
+            manifest["executor"].as_str(),
+            manifest["exit_code"].as_i64()
+        ),
+        (Some("command"), Some(0))
+    );
+    assert!(
+        manifest["sandbox"]["network"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    );
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
 }
 
 async fn a_failing_program_fails_with_its_exit_status_and_stderr(url: &str) {
     let setup = setup(url);
-    let worker = WorkerHandle::start(setup.worker("sh -c 'echo partial output; echo something broke >&2; exit 3'"));
+    let worker = WorkerHandle::start(
+        setup.worker("sh -c 'echo partial output; echo something broke >&2; exit 3'"),
+    );
     let id = enqueue(&setup.client, "Fail loudly").await;
     let task = settled(&setup.client, &id).await;
     assert_eq!(task.status, "failed");
     let error = task.error.expect("error");
     assert_eq!(error.code, "EXIT_STATUS");
-    assert!(error.message.contains('3') && error.message.contains("something broke"), "{}", error.message);
+    assert!(
+        error.message.contains('3') && error.message.contains("something broke"),
+        "{}",
+        error.message
+    );
     assert!(task.result.is_none());
     let folder = setup.trace(&id);
     assert!(folder.join("error.json").is_file() && !folder.join("result.json").exists());
-    assert!(read(&folder.join("stdout.log")).contains("partial output"), "a failed run keeps its partial trace");
+    assert!(
+        read(&folder.join("stdout.log")).contains("partial output"),
+        "a failed run keeps its partial trace"
+    );
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
 }
@@ -123,16 +178,25 @@ async fn a_failing_program_fails_with_its_exit_status_and_stderr(url: &str) {
 async fn the_time_budget_kills_the_process_group(url: &str) {
     let setup = setup(url);
     let marker = setup.scratch.path().join("grandchild.pid");
-    let mut config = setup.worker(&format!("sh -c 'sleep 60 & echo $! > {}; wait'", marker.display()));
+    let mut config = setup.worker(&format!(
+        "sh -c 'sleep 60 & echo $! > {}; wait'",
+        marker.display()
+    ));
     config.max_task_seconds = Some(1); // the operator's cap is below the task's budget
     let worker = WorkerHandle::start(config);
     let id = enqueue(&setup.client, "Run forever").await;
     let task = settled(&setup.client, &id).await;
-    assert_eq!((task.status.as_str(), task.error.map(|e| e.code)), ("failed", Some("TIME_BUDGET_EXCEEDED".to_string())));
+    assert_eq!(
+        (task.status.as_str(), task.error.map(|e| e.code)),
+        ("failed", Some("TIME_BUDGET_EXCEEDED".to_string()))
+    );
     let pid = read(&marker).trim().to_string();
     let alive = Path::new(&format!("/proc/{pid}")).exists()
         && !read(Path::new(&format!("/proc/{pid}/stat"))).contains(") Z ");
-    assert!(!alive, "the background grandchild {pid} was killed with the group");
+    assert!(
+        !alive,
+        "the background grandchild {pid} was killed with the group"
+    );
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
 }
@@ -145,15 +209,23 @@ async fn cancelling_a_running_task_stops_its_program(url: &str) {
     wait_for_file(&events, "\"started\"").await;
     let mut client = setup.client.clone();
     client
-        .update_status(pb::UpdateStatusRequest { task_id: id.clone(), status: "cancelled".into(), ..Default::default() })
+        .update_status(pb::UpdateStatusRequest {
+            task_id: id.clone(),
+            status: "cancelled".into(),
+            ..Default::default()
+        })
         .await
         .expect("cancel");
     wait_for_file(&events, "\"cancelled\"").await;
-    let error: serde_json::Value = serde_json::from_str(&read(&setup.trace(&id).join("error.json"))).expect("error.json");
+    let error: serde_json::Value =
+        serde_json::from_str(&read(&setup.trace(&id).join("error.json"))).expect("error.json");
     assert_eq!(error["code"].as_str(), Some("CANCELLED"));
     let task = settled(&setup.client, &id).await;
     assert_eq!(task.status, "cancelled", "the status stays cancelled");
-    assert_eq!(task.trace_uri, format!("file://{}", setup.trace(&id).display()));
+    assert_eq!(
+        task.trace_uri,
+        format!("file://{}", setup.trace(&id).display())
+    );
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
 }
@@ -171,19 +243,36 @@ async fn the_program_has_no_network_and_no_secrets(url: &str) {
     let task = settled(&setup.client, &id).await;
     let folder = setup.trace(&id);
     let stdout = read(&folder.join("stdout.log"));
-    let manifest: serde_json::Value = serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
-    let network = manifest["sandbox"]["network"].as_str().unwrap_or_default().to_string();
-    if task.error.as_ref().is_some_and(|e| e.code == "SANDBOX_UNAVAILABLE") {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
+    let network = manifest["sandbox"]["network"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if task
+        .error
+        .as_ref()
+        .is_some_and(|e| e.code == "SANDBOX_UNAVAILABLE")
+    {
         eprintln!("network namespaces unavailable here: the task refused to run, as required");
     } else {
-        assert_eq!(task.status, "failed", "the connection to the host's loopback must fail: {stdout}");
+        assert_eq!(
+            task.status, "failed",
+            "the connection to the host's loopback must fail: {stdout}"
+        );
         assert!(!stdout.contains("CONNECTED"));
         assert!(network.contains("isolated"), "{network}");
     }
     // the worker's own environment (cargo sets CARGO_* for this test process) stays out
-    assert!(!stdout.contains("CARGO_"), "the program saw the worker's variables: {stdout}");
+    assert!(
+        !stdout.contains("CARGO_"),
+        "the program saw the worker's variables: {stdout}"
+    );
     if stdout.contains('[') {
-        assert!(stdout.contains("JCT_TASK_ID") && stdout.contains("PATH"), "{stdout}");
+        assert!(
+            stdout.contains("JCT_TASK_ID") && stdout.contains("PATH"),
+            "{stdout}"
+        );
     }
     drop(listener);
     worker.stop().await.expect("worker stops");
@@ -192,7 +281,14 @@ async fn the_program_has_no_network_and_no_secrets(url: &str) {
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
-        .args(["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@localhost",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .status()
@@ -212,7 +308,15 @@ async fn the_diff_against_the_checked_out_repository_is_kept(url: &str) {
     std::fs::write(seed.join("README.md"), "# service\n").expect("readme");
     git(&seed, &["add", "."]);
     git(&seed, &["commit", "-q", "-m", "initial"]);
-    git(&seed, &["push", "-q", bare.to_str().expect("utf-8 path"), "HEAD:refs/heads/main"]);
+    git(
+        &seed,
+        &[
+            "push",
+            "-q",
+            bare.to_str().expect("utf-8 path"),
+            "HEAD:refs/heads/main",
+        ],
+    );
 
     let mut config = setup.worker("sh -c 'echo \"more docs\" >> README.md; echo fresh > NEW.md'");
     config.git_base = Some(base.display().to_string());
@@ -222,11 +326,20 @@ async fn the_diff_against_the_checked_out_repository_is_kept(url: &str) {
     assert_eq!(task.status, "completed", "{:?}", task.error);
     let folder = setup.trace(&id);
     let diff = read(&folder.join("diff.patch"));
-    assert!(diff.contains("README.md") && diff.contains("+more docs"), "{diff}");
-    assert!(diff.contains("NEW.md") && diff.contains("+fresh"), "new files are in the diff: {diff}");
-    let manifest: serde_json::Value = serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
+    assert!(
+        diff.contains("README.md") && diff.contains("+more docs"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("NEW.md") && diff.contains("+fresh"),
+        "new files are in the diff: {diff}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&folder.join("manifest.json"))).expect("manifest");
     assert_eq!(manifest["base_commit"].as_str().map(str::len), Some(40));
-    let workspaces = std::fs::read_dir(setup.scratch.path().join("workspaces")).map(|d| d.count()).unwrap_or(0);
+    let workspaces = std::fs::read_dir(setup.scratch.path().join("workspaces"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(workspaces, 0, "the workspace is removed");
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
@@ -245,12 +358,21 @@ async fn a_crashed_workers_task_completes_elsewhere_as_attempt_2(url: &str) {
     second.worker_id = Some("survivor".into());
     let survivor = WorkerHandle::start(second);
     let task = settled(&setup.client, &id).await;
-    assert_eq!((task.status.as_str(), task.attempt, task.worker_id.as_str()), ("completed", 2, "survivor"));
+    assert_eq!(
+        (task.status.as_str(), task.attempt, task.worker_id.as_str()),
+        ("completed", 2, "survivor")
+    );
     let first_attempt = setup.trace(&id);
     let second_attempt = first_attempt.join("attempt-2");
-    assert_eq!(task.trace_uri, format!("file://{}", second_attempt.display()));
+    assert_eq!(
+        task.trace_uri,
+        format!("file://{}", second_attempt.display())
+    );
     assert!(second_attempt.join("result.json").is_file());
-    assert!(first_attempt.join("task.json").is_file() && !first_attempt.join("result.json").exists(), "attempt 1 keeps its partial trace, and never completed");
+    assert!(
+        first_attempt.join("task.json").is_file() && !first_attempt.join("result.json").exists(),
+        "attempt 1 keeps its partial trace, and never completed"
+    );
     survivor.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");
 }

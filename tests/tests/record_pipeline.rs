@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use jct::v1 as pb;
-use jct_e2e::{IntakeHandle, WorkerHandle, enqueue_request, eventually, intake_config, on_both_backends, task_client, worker_config};
+use jct_e2e::{
+    IntakeHandle, WorkerHandle, enqueue_request, eventually, intake_config, on_both_backends,
+    task_client, worker_config,
+};
 
 on_both_backends!(
     a_recorded_task_completes_with_a_complete_trace,
@@ -17,12 +20,20 @@ on_both_backends!(
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn wait_for_status(client: &mut pb::task_service_client::TaskServiceClient<tonic::transport::Channel>, id: &str, status: &str) -> pb::Task {
+async fn wait_for_status(
+    client: &mut pb::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    id: &str,
+    status: &str,
+) -> pb::Task {
     eventually(PATIENCE, || {
         let mut client = client.clone();
         let id = id.to_string();
         async move {
-            let task = client.get_task(pb::GetTaskRequest { task_id: id }).await.ok()?.into_inner();
+            let task = client
+                .get_task(pb::GetTaskRequest { task_id: id })
+                .await
+                .ok()?
+                .into_inner();
             (task.status == status).then_some(task)
         }
     })
@@ -32,11 +43,17 @@ async fn wait_for_status(client: &mut pb::task_service_client::TaskServiceClient
 
 async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {
     let traces = tempfile::tempdir().expect("trace root");
-    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr"))
+        .expect("intake");
     let worker = WorkerHandle::start(worker_config(&intake.url(), traces.path()));
     let mut client = task_client(intake.addr);
 
-    let id = client.enqueue(enqueue_request("Record what would run")).await.expect("enqueue").into_inner().task_id;
+    let id = client
+        .enqueue(enqueue_request("Record what would run"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
     let task = wait_for_status(&mut client, &id, "completed").await;
     assert_eq!(task.attempt, 1);
     assert!(!task.worker_id.is_empty());
@@ -47,10 +64,20 @@ async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {
 
     let folder = traces.path().canonicalize().expect("root").join(&id);
     assert_eq!(task.trace_uri, format!("file://{}", folder.display()));
-    for file in ["task.json", "events.jsonl", "stdout.log", "stderr.log", "result.json", "manifest.json"] {
+    for file in [
+        "task.json",
+        "events.jsonl",
+        "stdout.log",
+        "stderr.log",
+        "result.json",
+        "manifest.json",
+    ] {
         assert!(folder.join(file).is_file(), "{file} missing");
     }
-    assert!(!folder.join("error.json").exists(), "exactly one of result.json / error.json");
+    assert!(
+        !folder.join("error.json").exists(),
+        "exactly one of result.json / error.json"
+    );
     let events = std::fs::read_to_string(folder.join("events.jsonl")).expect("events");
     let kinds: Vec<String> = events
         .lines()
@@ -61,10 +88,26 @@ async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {
         })
         .collect();
     assert_eq!(kinds, ["assigned", "started", "finished"]);
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("manifest.json")).expect("manifest")).expect("json");
-    assert_eq!((manifest["executor"].as_str(), manifest["attempt"].as_i64(), manifest["status"].as_str()), (Some("record"), Some(1), Some("completed")));
-    assert_eq!(manifest["worker_id"].as_str(), Some(task.worker_id.as_str()));
-    let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("task.json")).expect("task.json")).expect("json");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        (
+            manifest["executor"].as_str(),
+            manifest["attempt"].as_i64(),
+            manifest["status"].as_str()
+        ),
+        (Some("record"), Some(1), Some("completed"))
+    );
+    assert_eq!(
+        manifest["worker_id"].as_str(),
+        Some(task.worker_id.as_str())
+    );
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("task.json")).expect("task.json"),
+    )
+    .expect("json");
     assert_eq!(stored["id"].as_str(), Some(id.as_str()));
 
     worker.stop().await.expect("worker stops");
@@ -73,7 +116,8 @@ async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {
 
 async fn four_workers_run_each_of_500_tasks_exactly_once(url: &str) {
     let traces = tempfile::tempdir().expect("trace root");
-    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let intake = IntakeHandle::start(intake_config(url), "127.0.0.1:0".parse().expect("addr"))
+        .expect("intake");
     let workers: Vec<WorkerHandle> = (0..4)
         .map(|n| {
             let mut config = worker_config(&intake.url(), traces.path());
@@ -85,15 +129,28 @@ async fn four_workers_run_each_of_500_tasks_exactly_once(url: &str) {
     let client = task_client(intake.addr);
     let enqueues = (0..500).map(|n| {
         let mut client = client.clone();
-        async move { client.enqueue(enqueue_request(&format!("Task {n}"))).await.map(|r| r.into_inner().task_id) }
+        async move {
+            client
+                .enqueue(enqueue_request(&format!("Task {n}")))
+                .await
+                .map(|r| r.into_inner().task_id)
+        }
     });
-    let ids: Vec<String> = futures::future::join_all(enqueues).await.into_iter().map(|r| r.expect("enqueue")).collect();
+    let ids: Vec<String> = futures::future::join_all(enqueues)
+        .await
+        .into_iter()
+        .map(|r| r.expect("enqueue"))
+        .collect();
 
     let done = eventually(Duration::from_secs(60), || {
         let mut client = client.clone();
         async move {
             let page = client
-                .list_tasks(pb::ListTasksRequest { status: Some("completed".into()), page_size: 500, ..Default::default() })
+                .list_tasks(pb::ListTasksRequest {
+                    status: Some("completed".into()),
+                    page_size: 500,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -102,18 +159,33 @@ async fn four_workers_run_each_of_500_tasks_exactly_once(url: &str) {
     })
     .await
     .expect("all 500 tasks completed");
-    assert!(done.iter().all(|task| task.attempt == 1), "no task ran twice");
+    assert!(
+        done.iter().all(|task| task.attempt == 1),
+        "no task ran twice"
+    );
     let workers_used: HashSet<&str> = done.iter().map(|t| t.worker_id.as_str()).collect();
-    assert!(workers_used.len() > 1, "work spread over workers: {workers_used:?}");
+    assert!(
+        workers_used.len() > 1,
+        "work spread over workers: {workers_used:?}"
+    );
 
     let folders: HashSet<String> = std::fs::read_dir(traces.path())
         .expect("trace root")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(folders.len(), 500, "one trace folder per task");
     for id in &ids {
         assert!(folders.contains(id), "no trace for {id}");
-        assert!(!Path::new(traces.path()).join(id).join("attempt-2").exists(), "{id} executed twice");
+        assert!(
+            !Path::new(traces.path()).join(id).join("attempt-2").exists(),
+            "{id} executed twice"
+        );
     }
     for worker in workers {
         worker.stop().await.expect("worker stops");
@@ -124,7 +196,8 @@ async fn four_workers_run_each_of_500_tasks_exactly_once(url: &str) {
 async fn workers_reattach_after_the_intake_restarts(url: &str) {
     let traces = tempfile::tempdir().expect("trace root");
     let config = intake_config(url);
-    let intake = IntakeHandle::start(config.clone(), "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let intake =
+        IntakeHandle::start(config.clone(), "127.0.0.1:0".parse().expect("addr")).expect("intake");
     let addr = intake.addr;
     let workers: Vec<WorkerHandle> = (0..2)
         .map(|n| {
@@ -136,7 +209,14 @@ async fn workers_reattach_after_the_intake_restarts(url: &str) {
     let mut client = task_client(addr);
     let mut ids = Vec::new();
     for n in 0..100 {
-        ids.push(client.enqueue(enqueue_request(&format!("Before restart {n}"))).await.expect("enqueue").into_inner().task_id);
+        ids.push(
+            client
+                .enqueue(enqueue_request(&format!("Before restart {n}")))
+                .await
+                .expect("enqueue")
+                .into_inner()
+                .task_id,
+        );
     }
     // crash mid-stream: whatever was assigned, running or queued must still finish
     intake.crash();
@@ -144,7 +224,14 @@ async fn workers_reattach_after_the_intake_restarts(url: &str) {
     let intake = IntakeHandle::start(config, addr).expect("intake restarts on the same address");
     let mut client = task_client(addr);
     for n in 0..50 {
-        ids.push(client.enqueue(enqueue_request(&format!("After restart {n}"))).await.expect("enqueue").into_inner().task_id);
+        ids.push(
+            client
+                .enqueue(enqueue_request(&format!("After restart {n}")))
+                .await
+                .expect("enqueue")
+                .into_inner()
+                .task_id,
+        );
     }
     for id in &ids {
         let task = wait_for_status(&mut client, id, "completed").await;

@@ -53,12 +53,13 @@ pub async fn run(
 
     let stopped = CancellationToken::new();
     let health_addr = config.health_addr().map_err(WorkerError::Config)?;
-    let (health, health_addr) = health::start(health_addr, stopped.clone())
-        .await
-        .map_err(|source| WorkerError::Io {
-            what: "the health endpoint".into(),
-            source,
-        })?;
+    let (health, health_addr) =
+        health::start(health_addr, stopped.clone())
+            .await
+            .map_err(|source| WorkerError::Io {
+                what: "the health endpoint".into(),
+                source,
+            })?;
     let (reporter, report_queue) = session::reporter(stopped.clone());
     let worker_id = config.worker_id();
     let runner = Arc::new(RunnerContext {

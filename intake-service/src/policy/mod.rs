@@ -72,7 +72,7 @@ pub fn admit(draft: TaskDraft, config: &PolicyConfig) -> Result<TaskSpec, Reject
         }
         schema::Checked::Spec(spec) => {
             gate::check(&spec, config).map_err(Rejection::Policy)?;
-            Ok(spec)
+            Ok(*spec)
         }
     }
 }

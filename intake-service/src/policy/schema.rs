@@ -27,7 +27,7 @@ const PATH_CHARS: usize = 512;
 /// A request that passed the schema: a task, or one whose operation the policy
 /// gate must refuse (an unknown operation is a policy reason, not a schema one).
 pub(super) enum Checked {
-    Spec(TaskSpec),
+    Spec(Box<TaskSpec>),
     UnknownOperation(String),
 }
 
@@ -135,7 +135,7 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
         allow_network: draft.constraints.allow_network,
         allow_secrets: draft.constraints.allow_secrets,
     };
-    Ok(Checked::Spec(TaskSpec {
+    Ok(Checked::Spec(Box::new(TaskSpec {
         version: SPEC_VERSION.to_string(),
         idempotency_key: draft.idempotency_key,
         requested_by,
@@ -145,7 +145,7 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
         constraints,
         inputs,
         metadata,
-    }))
+    })))
 }
 
 /// Trims and lowercases the repo and drops one trailing `.git`; defaults the ref.

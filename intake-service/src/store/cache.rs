@@ -27,7 +27,11 @@ pub(super) struct TaskCache {
 
 impl TaskCache {
     pub(super) fn new(sole_writer: bool) -> Self {
-        Self { tasks: Arc::new(Cache::new(CAPACITY)), put_lock: Arc::new(Mutex::new(())), sole_writer }
+        Self {
+            tasks: Arc::new(Cache::new(CAPACITY)),
+            put_lock: Arc::new(Mutex::new(())),
+            sole_writer,
+        }
     }
 
     pub(super) fn get(&self, id: &Uuid) -> Option<Arc<Task>> {
@@ -37,7 +41,10 @@ impl TaskCache {
     /// Records a task as a statement returned it. Every write sets `updated_at`,
     /// so of two racing puts the newer task wins, whatever order they arrive in.
     pub(super) fn put(&self, task: &Task) {
-        let _serialized = self.put_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serialized = self
+            .put_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(cached) = self.tasks.get(&task.id)
             && cached.updated_at > task.updated_at
         {

@@ -72,7 +72,7 @@ impl StoreOptions {
 /// Waiting for a lock held by another connection, before SQLite answers BUSY.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Postgres advisory lock id serializing migrations across intake replicas.
-const MIGRATION_LOCK_ID: i64 = 0x4a43_545f_6d69_67; // "JCT_mig"
+const MIGRATION_LOCK_ID: i64 = 0x004a_4354_5f6d_6967; // "JCT_mig"
 
 impl Store {
     /// Connects, migrates when asked, and starts the batching writer.
@@ -101,8 +101,22 @@ impl Store {
         // SQLite: the lock file makes this process the only writer, so the cache
         // may hold tasks that can still change
         let cache = TaskCache::new(backend == Backend::Sqlite);
-        let batch = batch::spawn(writer.clone(), backend, events.clone(), cache.clone(), options.max_batch);
-        Ok(Store { reader, writer, backend, batch, events, cache, _exclusive: exclusive })
+        let batch = batch::spawn(
+            writer.clone(),
+            backend,
+            events.clone(),
+            cache.clone(),
+            options.max_batch,
+        );
+        Ok(Store {
+            reader,
+            writer,
+            backend,
+            batch,
+            events,
+            cache,
+            _exclusive: exclusive,
+        })
     }
 }
 
@@ -169,7 +183,9 @@ async fn open_sqlite(
 /// second intake on the same SQLite file would be a second writer (and would make
 /// this one's cache stale), so it is refused at start.
 fn lock_sqlite_file(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, StoreError> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
         return Ok(None);

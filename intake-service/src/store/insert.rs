@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{
-    ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryTrait,
-};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait};
 use uuid::Uuid;
 
 use crate::task::{Status, Task, TaskSpec};

@@ -197,7 +197,8 @@ impl Store {
                 )
                 .and_where(Expr::col(Column::Attempt).gte(Expr::col(Column::MaxAttempts)));
             if let Some(row) = self.writer.query_one(&fail).await? {
-                self.cache.put(&Model::from_query_result(&row, "")?.into_task()?);
+                self.cache
+                    .put(&Model::from_query_result(&row, "")?.into_task()?);
                 return Ok(Released::Failed);
             }
         }
@@ -225,7 +226,8 @@ impl Store {
             }
         }
         if let Some(row) = self.writer.query_one(&requeue).await? {
-            self.cache.put(&Model::from_query_result(&row, "")?.into_task()?);
+            self.cache
+                .put(&Model::from_query_result(&row, "")?.into_task()?);
             if self.backend == super::Backend::Postgres {
                 // wake the dispatchers of every replica, not only this one
                 self.writer

@@ -210,7 +210,12 @@ pub struct FakeWorker {
 }
 
 impl FakeWorker {
-    pub async fn attach(channel: Channel, worker_id: &str, capacity: u32, held: Vec<pb::LeaseRef>) -> FakeWorker {
+    pub async fn attach(
+        channel: Channel,
+        worker_id: &str,
+        capacity: u32,
+        held: Vec<pb::LeaseRef>,
+    ) -> FakeWorker {
         let (outbox, outbound) = tokio::sync::mpsc::channel(64);
         let hello = pb::WorkerHello {
             worker_id: worker_id.into(),
@@ -220,7 +225,9 @@ impl FakeWorker {
             held,
         };
         outbox
-            .send(pb::WorkerMessage { kind: Some(pb::worker_message::Kind::Hello(hello)) })
+            .send(pb::WorkerMessage {
+                kind: Some(pb::worker_message::Kind::Hello(hello)),
+            })
             .await
             .expect("hello");
         let mut client = pb::dispatch_service_client::DispatchServiceClient::new(channel);
@@ -251,7 +258,10 @@ impl FakeWorker {
     }
 
     pub async fn send(&self, kind: pb::worker_message::Kind) {
-        self.outbox.send(pb::WorkerMessage { kind: Some(kind) }).await.expect("send");
+        self.outbox
+            .send(pb::WorkerMessage { kind: Some(kind) })
+            .await
+            .expect("send");
     }
 
     /// Reports and waits for the acknowledgement.
@@ -260,7 +270,9 @@ impl FakeWorker {
         self.send(pb::worker_message::Kind::Report(report)).await;
         loop {
             match self.next(Duration::from_secs(10)).await {
-                Some(pb::dispatch_message::Kind::ReportAck(ack)) if ack.report_id == id => return ack,
+                Some(pb::dispatch_message::Kind::ReportAck(ack)) if ack.report_id == id => {
+                    return ack;
+                }
                 Some(_) => continue,
                 None => panic!("no acknowledgement for report {id}"),
             }
@@ -271,7 +283,11 @@ impl FakeWorker {
 pub fn completed(assignment: &pb::Assignment, report_id: u64) -> pb::TaskReport {
     pb::TaskReport {
         report_id,
-        task_id: assignment.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        task_id: assignment
+            .task
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default(),
         lease_token: assignment.lease_token.clone(),
         status: "completed".into(),
         result: Some(prost_types::Struct::default()),

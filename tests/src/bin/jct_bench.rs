@@ -24,7 +24,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 #[derive(Parser)]
-#[command(name = "jct-bench", about = "Throughput and latency of the JCT intake and dispatch path")]
+#[command(
+    name = "jct-bench",
+    about = "Throughput and latency of the JCT intake and dispatch path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Mode,
@@ -67,15 +70,35 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = match cli.bin_dir {
         Some(dir) => dir,
-        None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .to_path_buf(),
     };
     match cli.command {
-        Mode::Intake { concurrency, seconds } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
-        Mode::Dispatch { tasks, workers, latency_tasks } => {
-            let trace_dir = cli.trace_dir.unwrap_or_else(|| std::env::temp_dir().join("jct-bench-traces"));
+        Mode::Intake {
+            concurrency,
+            seconds,
+        } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
+        Mode::Dispatch {
+            tasks,
+            workers,
+            latency_tasks,
+        } => {
+            let trace_dir = cli
+                .trace_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("jct-bench-traces"));
             std::fs::create_dir_all(&trace_dir)?;
             println!("trace folders kept under {}", trace_dir.display());
-            bench_dispatch(&bin_dir, &cli.backend, tasks, &workers, latency_tasks, &trace_dir).await
+            bench_dispatch(
+                &bin_dir,
+                &cli.backend,
+                tasks,
+                &workers,
+                latency_tasks,
+                &trace_dir,
+            )
+            .await
         }
     }
 }
@@ -90,7 +113,8 @@ struct Service {
 
 impl Service {
     fn rss_kb(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -104,7 +128,11 @@ impl Service {
 
     async fn stop(mut self) {
         // SIGTERM, then wait (the services drain)
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         let _ = self.child.kill().await;
     }
@@ -112,7 +140,10 @@ impl Service {
 
 async fn database_url(backend: &str, dir: &Path) -> anyhow::Result<String> {
     match backend {
-        "sqlite" => Ok(format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())),
+        "sqlite" => Ok(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("bench.db").display()
+        )),
         "postgres" => {
             let admin = std::env::var("JCT_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
@@ -127,7 +158,10 @@ async fn database_url(backend: &str, dir: &Path) -> anyhow::Result<String> {
             if !status.success() {
                 bail!("could not create the bench database with psql");
             }
-            let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+            let base = admin
+                .rsplit_once('/')
+                .map(|(base, _)| base)
+                .unwrap_or(&admin);
             Ok(format!("{base}/{name}"))
         }
         other => bail!("unknown backend {other}"),
@@ -151,10 +185,22 @@ async fn start_intake(bin_dir: &Path, backend: &str) -> anyhow::Result<(Service,
     let pid = child.id().context("intake pid")?;
     let address = format!("http://127.0.0.1:{port}");
     wait_healthy(&address).await?;
-    Ok((Service { child, pid, _dir: dir }, address))
+    Ok((
+        Service {
+            child,
+            pid,
+            _dir: dir,
+        },
+        address,
+    ))
 }
 
-fn start_worker(bin_dir: &Path, intake: &str, trace_root: &Path, id: usize) -> anyhow::Result<Service> {
+fn start_worker(
+    bin_dir: &Path,
+    intake: &str,
+    trace_root: &Path,
+    id: usize,
+) -> anyhow::Result<Service> {
     let dir = tempfile::tempdir()?;
     let child = Command::new(bin_dir.join("worker-service"))
         .env("JCT_INTAKE_URL", intake)
@@ -169,18 +215,30 @@ fn start_worker(bin_dir: &Path, intake: &str, trace_root: &Path, id: usize) -> a
         .spawn()
         .context("start worker-service")?;
     let pid = child.id().context("worker pid")?;
-    Ok(Service { child, pid, _dir: dir })
+    Ok(Service {
+        child,
+        pid,
+        _dir: dir,
+    })
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_healthy(address: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
         if let Ok(channel) = Channel::from_shared(address.to_string())?.connect().await {
             let mut health = HealthClient::new(channel);
-            if health.check(HealthCheckRequest { service: String::new() }).await.is_ok() {
+            if health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -192,17 +250,29 @@ async fn wait_healthy(address: &str) -> anyhow::Result<()> {
 async fn channels(address: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..count.max(1) {
-        channels.push(Channel::from_shared(address.to_string())?.tcp_nodelay(true).connect().await?);
+        channels.push(
+            Channel::from_shared(address.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
     }
     Ok(channels)
 }
 
 fn enqueue_request(n: usize) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
-        requested_by: Some(pb::RequestedBy { kind: "system".into(), id: "bench".into(), label: None }),
+        requested_by: Some(pb::RequestedBy {
+            kind: "system".into(),
+            id: "bench".into(),
+            label: None,
+        }),
         objective: format!("Benchmark task number {n}"),
         operation: "analysis".into(),
-        target: Some(pb::Target { repo: "bench/service".into(), ..Default::default() }),
+        target: Some(pb::Target {
+            repo: "bench/service".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -246,7 +316,12 @@ async fn closed_loop(
             while Instant::now() < deadline {
                 let started = Instant::now();
                 let ok = match call {
-                    Call::Noop => health.check(HealthCheckRequest { service: String::new() }).await.is_ok(),
+                    Call::Noop => health
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .is_ok(),
                     Call::Enqueue => tasks.enqueue(enqueue_request(n)).await.is_ok(),
                     Call::GetTask => {
                         let task_id = ids[n % ids.len()].clone();
@@ -277,7 +352,12 @@ async fn closed_loop(
     })
 }
 
-async fn bench_intake(bin_dir: &Path, backend: &str, concurrencies: &[usize], seconds: u64) -> anyhow::Result<()> {
+async fn bench_intake(
+    bin_dir: &Path,
+    backend: &str,
+    concurrencies: &[usize],
+    seconds: u64,
+) -> anyhow::Result<()> {
     let (intake, address) = start_intake(bin_dir, backend).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle_rss, _) = intake.rss_kb();
@@ -288,12 +368,24 @@ async fn bench_intake(bin_dir: &Path, backend: &str, concurrencies: &[usize], se
     let mut client = TaskServiceClient::new(channels[0].clone());
     let mut ids = Vec::new();
     for n in 0..1000 {
-        ids.push(client.enqueue(enqueue_request(n)).await?.into_inner().task_id);
+        ids.push(
+            client
+                .enqueue(enqueue_request(n))
+                .await?
+                .into_inner()
+                .task_id,
+        );
     }
     let ids = Arc::new(ids);
 
-    println!("backend={backend} duration={seconds}s idle_rss={:.1}MB", idle_rss as f64 / 1024.0);
-    println!("{:<8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7}", "call", "conc", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors");
+    println!(
+        "backend={backend} duration={seconds}s idle_rss={:.1}MB",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "{:<8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7}",
+        "call", "conc", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors"
+    );
     for &concurrency in concurrencies {
         let noop = closed_loop(&channels, Call::Noop, concurrency, duration, ids.clone()).await?;
         for call in [Call::Noop, Call::Enqueue, Call::GetTask] {
@@ -315,11 +407,14 @@ async fn bench_intake(bin_dir: &Path, backend: &str, concurrencies: &[usize], se
         }
     }
     let (rss, peak) = intake.rss_kb();
-    println!("intake rss_end={:.1}MB peak(VmHWM)={:.1}MB", rss as f64 / 1024.0, peak as f64 / 1024.0);
+    println!(
+        "intake rss_end={:.1}MB peak(VmHWM)={:.1}MB",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     intake.stop().await;
     Ok(())
 }
-
 
 // === dispatch ===
 
@@ -340,7 +435,9 @@ async fn bench_dispatch(
         let mut pending = Vec::new();
         for n in 0..tasks {
             let mut client = client.clone();
-            pending.push(tokio::spawn(async move { client.enqueue(enqueue_request(n)).await.map(|_| ()) }));
+            pending.push(tokio::spawn(async move {
+                client.enqueue(enqueue_request(n)).await.map(|_| ())
+            }));
             if pending.len() >= 64 {
                 for task in pending.drain(..) {
                     task.await??;
@@ -351,7 +448,10 @@ async fn bench_dispatch(
             task.await??;
         }
         let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
-        let traces = tempfile::Builder::new().prefix("burst-").tempdir_in(trace_dir)?.keep();
+        let traces = tempfile::Builder::new()
+            .prefix("burst-")
+            .tempdir_in(trace_dir)?
+            .keep();
         let started = Instant::now();
         let mut running = Vec::new();
         for id in 0..workers {
@@ -359,7 +459,10 @@ async fn bench_dispatch(
         }
         let mut operator = OperatorServiceClient::new(channel.clone());
         loop {
-            let status = operator.get_system_status(pb::GetSystemStatusRequest {}).await?.into_inner();
+            let status = operator
+                .get_system_status(pb::GetSystemStatusRequest {})
+                .await?
+                .into_inner();
             let done = status.task_counts.get("completed").copied().unwrap_or(0) as usize;
             if done >= tasks {
                 break;
@@ -371,8 +474,10 @@ async fn bench_dispatch(
         }
         let drain = started.elapsed().as_secs_f64();
         let folders = std::fs::read_dir(&traces)?.count();
-        let worker_peaks: Vec<String> =
-            running.iter().map(|w| format!("{:.1}MB", w.rss_kb().1 as f64 / 1024.0)).collect();
+        let worker_peaks: Vec<String> = running
+            .iter()
+            .map(|w| format!("{:.1}MB", w.rss_kb().1 as f64 / 1024.0))
+            .collect();
         let (_, intake_peak) = intake.rss_kb();
         println!(
             "burst: tasks={tasks} workers={workers} drain={drain:.2}s rate={:.0} tasks/s trace_folders={folders} \
@@ -386,12 +491,19 @@ async fn bench_dispatch(
             worker.stop().await;
         }
         intake.stop().await;
-        let _ = client.get_task(pb::GetTaskRequest { task_id: String::new() }).await;
+        let _ = client
+            .get_task(pb::GetTaskRequest {
+                task_id: String::new(),
+            })
+            .await;
     }
 
     // latency: one worker, tasks enqueued one at a time 20 ms apart
     let (intake, address) = start_intake(bin_dir, backend).await?;
-    let traces = tempfile::Builder::new().prefix("latency-").tempdir_in(trace_dir)?.keep();
+    let traces = tempfile::Builder::new()
+        .prefix("latency-")
+        .tempdir_in(trace_dir)?
+        .keep();
     let worker = start_worker(bin_dir, &address, &traces, 0)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (worker_idle, _) = worker.rss_kb();
@@ -409,7 +521,10 @@ async fn bench_dispatch(
     for (task_id, created) in &enqueued {
         let events = std::fs::read_to_string(traces.join(task_id).join("events.jsonl"))
             .with_context(|| format!("trace of {task_id}"))?;
-        let started_line = events.lines().find(|line| line.contains("\"started\"")).context("started event")?;
+        let started_line = events
+            .lines()
+            .find(|line| line.contains("\"started\""))
+            .context("started event")?;
         let event: serde_json::Value = serde_json::from_str(started_line)?;
         let ts = event["ts"].as_str().context("ts")?;
         let started = humantime_parse(ts)?;

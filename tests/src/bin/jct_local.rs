@@ -23,15 +23,20 @@ async fn main() -> anyhow::Result<()> {
         worker_service::telemetry::LogFormat::Text => intake_service::telemetry::LogFormat::Text,
     });
     let mut intake_config = IntakeConfig::for_database(
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| intake_service::config::DEFAULT_DATABASE_URL.to_string()),
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| intake_service::config::DEFAULT_DATABASE_URL.to_string()),
     );
     if intake_config.allowed_repo_prefixes.trim().is_empty() {
-        info!(prefix = LOCAL_PREFIX, "JCT_ALLOWED_REPO_PREFIXES is unset: allowing {LOCAL_PREFIX} for this local run");
+        info!(
+            prefix = LOCAL_PREFIX,
+            "JCT_ALLOWED_REPO_PREFIXES is unset: allowing {LOCAL_PREFIX} for this local run"
+        );
         intake_config.allowed_repo_prefixes = LOCAL_PREFIX.to_string();
     }
     let listen = intake_config.listen_addr;
     let prefixes = intake_config.allowed_repo_prefixes.clone();
-    let intake = IntakeHandle::start(intake_config, listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let intake = IntakeHandle::start(intake_config, listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = intake.addr;
 
     let mut worker_config = worker_config;
@@ -39,7 +44,12 @@ async fn main() -> anyhow::Result<()> {
     let trace_root = worker_config.trace_root.clone();
     let worker = WorkerHandle::start(worker_config);
 
-    let repo = prefixes.split(',').next().unwrap_or(LOCAL_PREFIX).trim().trim_end_matches('/');
+    let repo = prefixes
+        .split(',')
+        .next()
+        .unwrap_or(LOCAL_PREFIX)
+        .trim()
+        .trim_end_matches('/');
     println!(
         "\nJCT is running: intake on {addr} (gRPC, plaintext), one worker (record executor),\n\
          traces under {trace}. Try:\n\n\
@@ -54,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
 
     wait_for_ctrl_c_or_sigterm().await;
     info!("stopping: worker first (drains), then the intake");
-    tokio::time::timeout(Duration::from_secs(60), worker.stop()).await.context("worker did not stop")??;
+    tokio::time::timeout(Duration::from_secs(60), worker.stop())
+        .await
+        .context("worker did not stop")??;
     intake.stop().await?;
     Ok(())
 }
