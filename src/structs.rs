@@ -36,7 +36,9 @@ fn value_to_json(value: &Value, path: &mut String) -> Result<Json, NonFiniteNumb
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(*b),
         Some(Kind::StringValue(s)) => Json::String(s.clone()),
-        Some(Kind::NumberValue(n)) => number_to_json(*n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?,
+        Some(Kind::NumberValue(n)) => {
+            number_to_json(*n).ok_or_else(|| NonFiniteNumber { path: path.clone() })?
+        }
         Some(Kind::StructValue(s)) => Json::Object(fields_to_json(s, path)?),
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());

@@ -53,15 +53,20 @@ fn value(depth: u32) -> BoxedStrategy<Value> {
     }
     prop_oneof![
         leaf.prop_map(|kind| Value { kind: Some(kind) }),
-        structure(depth - 1).prop_map(|s| Value { kind: Some(Kind::StructValue(s)) }),
-        proptest::collection::vec(value(depth - 1), 0..3)
-            .prop_map(|values| Value { kind: Some(Kind::ListValue(prost_types::ListValue { values })) }),
+        structure(depth - 1).prop_map(|s| Value {
+            kind: Some(Kind::StructValue(s))
+        }),
+        proptest::collection::vec(value(depth - 1), 0..3).prop_map(|values| Value {
+            kind: Some(Kind::ListValue(prost_types::ListValue { values }))
+        }),
     ]
     .boxed()
 }
 
 fn structure(depth: u32) -> BoxedStrategy<Struct> {
-    proptest::collection::btree_map(".{0,6}", value(depth), 0..4).prop_map(|fields| Struct { fields }).boxed()
+    proptest::collection::btree_map(".{0,6}", value(depth), 0..4)
+        .prop_map(|fields| Struct { fields })
+        .boxed()
 }
 
 prop_compose! {

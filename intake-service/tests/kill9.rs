@@ -22,11 +22,17 @@ async fn start(database_url: &str, port: u16) -> tokio::process::Child {
         .expect("intake-service starts")
 }
 
-async fn connect(port: u16) -> pb::task_service_client::TaskServiceClient<tonic::transport::Channel> {
+async fn connect(
+    port: u16,
+) -> pb::task_service_client::TaskServiceClient<tonic::transport::Channel> {
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut client = pb::task_service_client::TaskServiceClient::new(channel(addr).await);
     for _ in 0..200 {
-        if client.list_tasks(pb::ListTasksRequest::default()).await.is_ok() {
+        if client
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .is_ok()
+        {
             return client;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -35,23 +41,40 @@ async fn connect(port: u16) -> pb::task_service_client::TaskServiceClient<tonic:
 }
 
 async fn survives_kill_9(database_url: &str) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut intake = start(database_url, port).await;
     let client = connect(port).await;
     // concurrent enqueues, so acknowledged tasks include ones committed in batches
     let enqueues = (0..64).map(|n| {
         let mut client = client.clone();
-        async move { client.enqueue(enqueue_request(&format!("Durable {n}"))).await.map(|r| r.into_inner().task_id) }
+        async move {
+            client
+                .enqueue(enqueue_request(&format!("Durable {n}")))
+                .await
+                .map(|r| r.into_inner().task_id)
+        }
     });
-    let acknowledged: Vec<String> =
-        futures::future::join_all(enqueues).await.into_iter().map(|r| r.expect("acknowledged")).collect();
+    let acknowledged: Vec<String> = futures::future::join_all(enqueues)
+        .await
+        .into_iter()
+        .map(|r| r.expect("acknowledged"))
+        .collect();
     intake.start_kill().expect("SIGKILL"); // kill -9: no drain, no shutdown hook
     let _ = intake.wait().await;
 
     let _restarted = start(database_url, port).await;
     let mut client = connect(port).await;
     for id in &acknowledged {
-        let task = client.get_task(pb::GetTaskRequest { task_id: id.clone() }).await.expect("survived kill -9");
+        let task = client
+            .get_task(pb::GetTaskRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .expect("survived kill -9");
         assert_eq!(task.into_inner().status, "queued");
     }
 }
@@ -64,6 +87,8 @@ async fn sqlite_acknowledged_tasks_survive_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_acknowledged_tasks_survive_kill_9() {
-    let Some(database) = support::TestDatabase::postgres().await else { return };
+    let Some(database) = support::TestDatabase::postgres().await else {
+        return;
+    };
     survives_kill_9(&database.url).await;
 }

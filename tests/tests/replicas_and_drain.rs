@@ -1,0 +1,140 @@
+//! Operations across processes: several intake replicas on one Postgres database
+//! (a task enqueued through one reaches a worker attached to another, promptly),
+//! and a worker stopped with SIGTERM handing back what it could not finish.
+
+use std::time::{Duration, Instant};
+
+use jct::v1 as pb;
+use jct_e2e::{
+    IntakeHandle, TestDatabase, WorkerHandle, enqueue_request, eventually, intake_config,
+    task_client, worker_config,
+};
+use worker_service::executor::ExecutorKind;
+
+async fn status_of(
+    client: &pb::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    id: &str,
+    wanted: &str,
+) -> Option<pb::Task> {
+    let mut client = client.clone();
+    let task = client
+        .get_task(pb::GetTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    (task.status == wanted).then_some(task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
+    let Some(database) = TestDatabase::postgres().await.expect("postgres") else {
+        return;
+    };
+    let traces = tempfile::tempdir().expect("traces");
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    let replica_a = IntakeHandle::start(intake_config(&database.url), any_port).expect("replica a");
+    let replica_b = IntakeHandle::start(intake_config(&database.url), any_port).expect("replica b");
+    let worker = WorkerHandle::start(worker_config(&replica_b.url(), traces.path()));
+    let through_a = task_client(replica_a.addr);
+    // let the worker attach to b before timing
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for n in 0..5 {
+        let started = Instant::now();
+        let mut client = through_a.clone();
+        let id = client
+            .enqueue(enqueue_request(&format!("Cross-replica {n}")))
+            .await
+            .expect("enqueue")
+            .into_inner()
+            .task_id;
+        let done = eventually(Duration::from_secs(10), || {
+            status_of(&through_a, &id, "completed")
+        })
+        .await;
+        assert!(done.is_some(), "task {id} never completed");
+        // LISTEN/NOTIFY wakes replica b at once; its fallback recheck is 5 s
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    worker.stop().await.expect("worker stops");
+    replica_a.stop().await.expect("a stops");
+    replica_b.stop().await.expect("b stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_hands_back_what_it_cannot_finish() {
+    let database = TestDatabase::sqlite().expect("sqlite");
+    let traces = tempfile::tempdir().expect("traces");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let intake = IntakeHandle::start(
+        intake_config(&database.url),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("intake");
+    let client = task_client(intake.addr);
+    let command_worker = |command: &str, id: &str| {
+        let mut config = worker_config(&intake.url(), traces.path());
+        config.executor = ExecutorKind::Command;
+        config.executor_command = Some(command.to_string());
+        config.workspace_root = Some(scratch.path().to_path_buf());
+        config.worker_id = Some(id.to_string());
+        config.shutdown_grace_seconds = 1;
+        config
+    };
+    let slow = WorkerHandle::start(command_worker("sleep 60", "slow"));
+    let mut enqueuer = client.clone();
+    let id = enqueuer
+        .enqueue(enqueue_request("Longer than the grace period"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
+    let running = eventually(Duration::from_secs(10), || {
+        status_of(&client, &id, "running")
+    })
+    .await;
+    assert!(running.is_some());
+    let events = traces.path().join(&id).join("events.jsonl");
+    let started = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&events)
+            .ok()
+            .filter(|e| e.contains("\"started\""))
+            .map(|_| ())
+    })
+    .await;
+    assert!(started.is_some());
+
+    let stopping = Instant::now();
+    slow.stop().await.expect("the worker drains and exits");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "grace 1 s, then hand back"
+    );
+    let handed_back =
+        eventually(Duration::from_secs(5), || status_of(&client, &id, "queued")).await;
+    assert!(
+        handed_back.is_some(),
+        "the task went back to the queue, not left running"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(traces.path().join(&id).join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["status"].as_str(), Some("released"));
+
+    let quick = WorkerHandle::start(command_worker("true", "quick"));
+    let done = eventually(Duration::from_secs(10), || {
+        status_of(&client, &id, "completed")
+    })
+    .await
+    .expect("completed elsewhere");
+    assert_eq!((done.attempt, done.worker_id.as_str()), (2, "quick"));
+    quick.stop().await.expect("worker stops");
+    intake.stop().await.expect("intake stops");
+}
