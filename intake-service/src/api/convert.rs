@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(draft.target.map(|t| t.repo), Some("c/d".to_string()));
         assert_eq!(
             draft.inputs.ok().and_then(|m| m.get("k").cloned()),
-            Some(serde_json::json!(1.0))
+            Some(serde_json::json!(1))
         );
     }
 
