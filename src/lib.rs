@@ -21,6 +21,8 @@ pub mod v1 {
 pub mod codec;
 pub mod reasons;
 pub mod structs;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 
 #[cfg(test)]
 mod contract_snapshot;

@@ -13,4 +13,5 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod task;
-pub mod telemetry;
+
+pub use jct::telemetry;

@@ -12,9 +12,9 @@ pub mod health;
 pub mod runner;
 pub mod session;
 pub mod task_json;
-pub mod telemetry;
 pub mod trace;
 pub mod worker;
 pub mod workspace;
 
+pub use jct::telemetry;
 pub use worker::{WorkerError, run};

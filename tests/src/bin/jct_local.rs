@@ -18,10 +18,7 @@ const LOCAL_PREFIX: &str = "myorg/";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let worker_config = WorkerConfig::defaults();
-    intake_service::telemetry::init(match worker_config.log_format {
-        worker_service::telemetry::LogFormat::Json => intake_service::telemetry::LogFormat::Json,
-        worker_service::telemetry::LogFormat::Text => intake_service::telemetry::LogFormat::Text,
-    });
+    jct::telemetry::init(worker_config.log_format);
     let mut intake_config = IntakeConfig::for_database(
         std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| intake_service::config::DEFAULT_DATABASE_URL.to_string()),

@@ -1,4 +1,4 @@
-//! Logging set-up shared by the binaries: human-readable by default, JSON lines
+//! Logging set-up shared by both service binaries: human-readable by default, JSON lines
 //! when asked (log collectors in Kubernetes), filtered by `RUST_LOG`.
 
 use std::io::IsTerminal;
