@@ -42,6 +42,7 @@ pub(super) fn spawn(
     backend: Backend,
     events: StoreEvents,
     cache: TaskCache,
+    group_commits: bool,
     max_batch: usize,
 ) -> BatchHandle {
     let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -50,6 +51,7 @@ pub(super) fn spawn(
         backend,
         events,
         cache,
+        group_commits,
         max_batch: max_batch.max(1),
     };
     tokio::spawn(writer.run(receiver));
@@ -72,6 +74,8 @@ struct BatchWriter {
     backend: Backend,
     events: StoreEvents,
     cache: TaskCache,
+    /// Wrap a batch in one transaction (one commit for all its statements).
+    group_commits: bool,
     max_batch: usize,
 }
 
@@ -163,9 +167,13 @@ impl BatchWriter {
         DbErr,
     > {
         let now = now_micros();
-        // one request alone needs no transaction around its single statement:
-        // autocommit saves the BEGIN and COMMIT round trips
-        if inserts.len() + changes.len() == 1 {
+        // Every statement here is atomic on its own (a multi-row insert, guarded
+        // updates), so a transaction only buys one commit for many statements.
+        // That matters where a commit is a flush (Postgres, SQLite `full`); with
+        // SQLite `normal` a commit is a WAL append, and skipping BEGIN/COMMIT saves
+        // two round trips to the connection's thread. One request alone never
+        // needs one.
+        if !self.group_commits || inserts.len() + changes.len() == 1 {
             return self.write_all(&self.db, inserts, changes, now).await;
         }
         let txn = self.db.begin().await?;
