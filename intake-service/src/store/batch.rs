@@ -135,8 +135,13 @@ impl BatchWriter {
                 if committed.queued {
                     self.events.task_queued.notify_one();
                 }
-                for notice in committed.cancelled {
-                    let _ = self.events.task_cancelled.send(notice);
+                for notice in &committed.cancelled {
+                    let _ = self.events.task_cancelled.send(*notice);
+                }
+                // after the answers: a client waits for its commit, not for the
+                // other replicas to hear of it
+                if let Err(error) = self.notify_replicas(&committed).await {
+                    warn!(%error, "could not notify other intake replicas; they recheck within seconds");
                 }
             }
             Err(error) => {
@@ -153,6 +158,30 @@ impl BatchWriter {
         }
     }
 
+    /// Tells the other replicas' dispatchers (Postgres LISTEN/NOTIFY) what the
+    /// committed batch changed.
+    async fn notify_replicas(&self, committed: &Committed) -> Result<(), DbErr> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        if committed.queued {
+            self.db
+                .execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
+                .await?;
+        }
+        for notice in &committed.cancelled {
+            let payload = format!("{}:{}", notice.task_id, notice.lease_token);
+            self.db
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT pg_notify('jct_task_cancelled', $1)",
+                    [payload.into()],
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::type_complexity)]
     async fn commit(
         &self,
@@ -167,13 +196,14 @@ impl BatchWriter {
         DbErr,
     > {
         let now = now_micros();
-        // Every statement here is atomic on its own (a multi-row insert, guarded
-        // updates), so a transaction only buys one commit for many statements.
-        // That matters where a commit is a flush (Postgres, SQLite `full`); with
-        // SQLite `normal` a commit is a WAL append, and skipping BEGIN/COMMIT saves
-        // two round trips to the connection's thread. One request alone never
-        // needs one.
-        if !self.group_commits || inserts.len() + changes.len() == 1 {
+        // Every write here is one atomic statement (a multi-row insert, a guarded
+        // update), so a transaction only buys one commit for several of them. That
+        // matters where a commit is a flush (Postgres, SQLite `full`); with SQLite
+        // `normal` a commit is a WAL append, and skipping BEGIN/COMMIT saves two
+        // round trips to the connection. A batch with a single write statement
+        // (all its inserts are one statement) never needs one.
+        let write_statements = usize::from(!inserts.is_empty()) + changes.len();
+        if !self.group_commits || write_statements <= 1 {
             return self.write_all(&self.db, inserts, changes, now).await;
         }
         let txn = self.db.begin().await?;
@@ -215,22 +245,6 @@ impl BatchWriter {
                 .filter_map(|outcome| outcome.as_ref().ok().and_then(|(_, notice)| *notice))
                 .collect(),
         };
-        if self.backend == Backend::Postgres {
-            // delivered to other replicas' dispatchers only if this commits
-            if committed.queued {
-                db.execute_unprepared("SELECT pg_notify('jct_task_queued', '')")
-                    .await?;
-            }
-            for notice in &committed.cancelled {
-                let payload = format!("{}:{}", notice.task_id, notice.lease_token);
-                db.execute_raw(sea_orm::Statement::from_sql_and_values(
-                    sea_orm::DatabaseBackend::Postgres,
-                    "SELECT pg_notify('jct_task_cancelled', $1)",
-                    [payload.into()],
-                ))
-                .await?;
-            }
-        }
         Ok((inserted, transitioned, committed))
     }
 }

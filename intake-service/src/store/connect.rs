@@ -101,8 +101,8 @@ impl Store {
         // SQLite: the lock file makes this process the only writer, so the cache
         // may hold tasks that can still change
         let cache = TaskCache::new(backend == Backend::Sqlite);
-        let group_commits = backend == Backend::Postgres
-            || options.sqlite_synchronous == SqliteSynchronous::Full;
+        let group_commits =
+            backend == Backend::Postgres || options.sqlite_synchronous == SqliteSynchronous::Full;
         let batch = batch::spawn(
             writer.clone(),
             backend,
