@@ -1,6 +1,5 @@
 //! Opening the database: connection pools tuned per backend, and migrations.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use jct_migrations::{Migrator, MigratorTrait};
@@ -235,13 +234,6 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
-    }
-}
-
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Backend::from_url(text).ok_or_else(|| format!("unsupported database url {text:?}"))
     }
 }
 
