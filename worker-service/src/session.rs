@@ -182,19 +182,7 @@ impl Session {
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = DispatchServiceClient::new(channel);
         let (outbox, outbound) = mpsc::channel::<pb::WorkerMessage>(self.capacity as usize + 256);
-        let held = self
-            .running
-            .lock()
-            .map(|running| {
-                running
-                    .iter()
-                    .map(|(id, task)| pb::LeaseRef {
-                        task_id: id.to_string(),
-                        lease_token: task.lease_token.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let held = self.leases();
         let hello = pb::WorkerHello {
             worker_id: self.worker_id.clone(),
             capacity: self.capacity,

@@ -83,6 +83,13 @@ struct InsertReply {
     reply: oneshot::Sender<Result<Enqueued, StoreError>>,
 }
 
+/// Each request's outcome, in order, and what the batch changed.
+type Written = (
+    Vec<Result<Enqueued, StoreError>>,
+    Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
+    Committed,
+);
+
 /// What a committed batch tells the rest of the process.
 #[derive(Default)]
 struct Committed {
@@ -182,19 +189,11 @@ impl BatchWriter {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
     async fn commit(
         &self,
         inserts: &[(TaskSpec, i32)],
         changes: &[&Transition],
-    ) -> Result<
-        (
-            Vec<Result<Enqueued, StoreError>>,
-            Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
-            Committed,
-        ),
-        DbErr,
-    > {
+    ) -> Result<Written, DbErr> {
         let now = now_micros();
         // Every write here is one atomic statement (a multi-row insert, a guarded
         // update), so a transaction only buys one commit for several of them. That
@@ -212,21 +211,13 @@ impl BatchWriter {
         Ok(written)
     }
 
-    #[allow(clippy::type_complexity)]
     async fn write_all<C: ConnectionTrait>(
         &self,
         db: &C,
         inserts: &[(TaskSpec, i32)],
         changes: &[&Transition],
         now: i64,
-    ) -> Result<
-        (
-            Vec<Result<Enqueued, StoreError>>,
-            Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
-            Committed,
-        ),
-        DbErr,
-    > {
+    ) -> Result<Written, DbErr> {
         let inserted = if inserts.is_empty() {
             Vec::new()
         } else {
