@@ -206,7 +206,7 @@ async fn cancelling_a_running_task_stops_its_program(url: &str) {
     let worker = WorkerHandle::start(setup.worker("sleep 60"));
     let id = enqueue(&setup.client, "Cancel me midway").await;
     let events = setup.trace(&id).join("events.jsonl");
-    wait_for_file(&events, "\"started\"").await;
+    wait_for_file(&events, r#""event":"started""#).await;
     let mut client = setup.client.clone();
     client
         .update_status(pb::UpdateStatusRequest {
@@ -216,7 +216,7 @@ async fn cancelling_a_running_task_stops_its_program(url: &str) {
         })
         .await
         .expect("cancel");
-    wait_for_file(&events, "\"cancelled\"").await;
+    wait_for_file(&events, r#""event":"cancelled""#).await;
     let error: serde_json::Value =
         serde_json::from_str(&read(&setup.trace(&id).join("error.json"))).expect("error.json");
     assert_eq!(error["code"].as_str(), Some("CANCELLED"));
@@ -351,7 +351,11 @@ async fn a_crashed_workers_task_completes_elsewhere_as_attempt_2(url: &str) {
     first.worker_id = Some("doomed".into());
     let doomed = WorkerHandle::start(first);
     let id = enqueue(&setup.client, "Outlive a crash").await;
-    wait_for_file(&setup.trace(&id).join("events.jsonl"), "\"started\"").await;
+    wait_for_file(
+        &setup.trace(&id).join("events.jsonl"),
+        r#""event":"started""#,
+    )
+    .await;
     doomed.crash(); // like kill -9: the stream drops, the program dies with it
 
     let mut second = setup.worker("true");

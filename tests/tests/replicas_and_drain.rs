@@ -104,7 +104,7 @@ async fn a_draining_worker_hands_back_what_it_cannot_finish() {
     let started = eventually(Duration::from_secs(10), || async {
         std::fs::read_to_string(&events)
             .ok()
-            .filter(|e| e.contains("\"started\""))
+            .filter(|e| e.contains(r#""event":"started""#))
             .map(|_| ())
     })
     .await;

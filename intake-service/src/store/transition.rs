@@ -54,6 +54,9 @@ pub(super) async fn apply(
     change: &Transition,
     now: i64,
 ) -> Result<Result<(Task, Option<CancelNotice>), TransitionError>, DbErr> {
+    if let Some(confirmed) = confirm_cancellation(txn, change, now).await? {
+        return Ok(Ok((confirmed, None)));
+    }
     let mut update = Query::update();
     update
         .table(Entity)
@@ -124,6 +127,40 @@ pub(super) async fn apply(
         .into_task()
         .map(|task| (task, notice))
         .map_err(TransitionError::Store))
+}
+
+/// A worker confirming, under its lease, that it stopped a task a client
+/// cancelled: nothing changes but the trace location, which the task keeps if the
+/// worker's earlier `running` report lost the race with the cancellation.
+async fn confirm_cancellation(
+    txn: &impl ConnectionTrait,
+    change: &Transition,
+    now: i64,
+) -> Result<Option<Task>, DbErr> {
+    let (Status::Cancelled, Some(lease_token)) = (change.to, change.lease_token) else {
+        return Ok(None);
+    };
+    let mut update = Query::update();
+    update
+        .table(Entity)
+        .value(Column::UpdatedAt, now)
+        .and_where(Expr::col(Column::Id).eq(change.task_id))
+        .and_where(Expr::col(Column::Status).eq(Status::Cancelled.as_str()))
+        .and_where(Expr::col(Column::LeaseToken).eq(lease_token))
+        .returning_all();
+    if let Some(trace_uri) = &change.trace_uri {
+        update.value(
+            Column::TraceUri,
+            Expr::col(Column::TraceUri).if_null(trace_uri.clone()),
+        );
+    }
+    let Some(row) = txn.query_one(&update).await? else {
+        return Ok(None);
+    };
+    Model::from_query_result(&row, "")?
+        .into_task()
+        .map(Some)
+        .map_err(|error| DbErr::Custom(error.to_string()))
 }
 
 /// Why a guarded update changed nothing.
