@@ -90,6 +90,13 @@ pub struct IntakeConfig {
     #[arg(long, env = "JCT_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
     pub retry_backoff_max_ms: u64,
 
+    /// How often the dispatcher looks at the queue without being woken, in
+    /// milliseconds. Commits (and, on Postgres, other replicas' NOTIFY) wake it at
+    /// once; this only covers missed wake-ups.
+    #[arg(long, env = "JCT_DISPATCH_RECHECK_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub dispatch_recheck_ms: u64,
+
     /// SQLite durability: `normal` survives a crash of the process (kill -9), `full`
     /// also survives power loss. Commits are batched either way.
     #[arg(
@@ -133,6 +140,7 @@ impl IntakeConfig {
                     self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
                 ),
             },
+            idle_recheck: Duration::from_millis(self.dispatch_recheck_ms),
             ..DispatchConfig::default()
         }
     }

@@ -34,15 +34,17 @@ async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
     };
     let traces = tempfile::tempdir().expect("traces");
     let any_port = "127.0.0.1:0".parse().expect("addr");
-    let replica_a = IntakeHandle::start(intake_config(&database.url), any_port).expect("replica a");
-    let replica_b = IntakeHandle::start(intake_config(&database.url), any_port).expect("replica b");
+    // with the fallback recheck far away, only LISTEN/NOTIFY can wake replica b
+    let mut config = intake_config(&database.url);
+    config.dispatch_recheck_ms = 600_000;
+    let replica_a = IntakeHandle::start(config.clone(), any_port).expect("replica a");
+    let replica_b = IntakeHandle::start(config, any_port).expect("replica b");
     let worker = WorkerHandle::start(worker_config(&replica_b.url(), traces.path()));
     let through_a = task_client(replica_a.addr);
-    // let the worker attach to b before timing
+    // let the worker attach to b first
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     for n in 0..5 {
-        let started = Instant::now();
         let mut client = through_a.clone();
         let id = client
             .enqueue(enqueue_request(&format!("Cross-replica {n}")))
@@ -50,16 +52,13 @@ async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
             .expect("enqueue")
             .into_inner()
             .task_id;
-        let done = eventually(Duration::from_secs(10), || {
+        let done = eventually(Duration::from_secs(20), || {
             status_of(&through_a, &id, "completed")
         })
         .await;
-        assert!(done.is_some(), "task {id} never completed");
-        // LISTEN/NOTIFY wakes replica b at once; its fallback recheck is 5 s
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            started.elapsed()
+            done.is_some(),
+            "task {id} never reached the worker on the other replica"
         );
     }
     worker.stop().await.expect("worker stops");

@@ -33,6 +33,9 @@ pub struct DispatchConfig {
     pub retry: RetryPolicy,
     /// Most tasks claimed for one worker in one statement.
     pub max_claim_batch: u32,
+    /// How long the dispatcher sleeps without a wake-up before it looks at the
+    /// queue anyway (a safety net, not the dispatch path: commits wake it).
+    pub idle_recheck: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -44,6 +47,7 @@ impl Default for DispatchConfig {
                 backoff_max: Duration::from_secs(300),
             },
             max_claim_batch: 64,
+            idle_recheck: Duration::from_secs(5),
         }
     }
 }

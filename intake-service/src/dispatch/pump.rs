@@ -1,7 +1,7 @@
 //! The pump: claims queued tasks for hungry workers and sends them. It runs when
 //! woken (a commit made tasks available, a worker freed a slot or joined) and,
 //! as a safety net for missed wake-ups and retry backoffs, when the next backoff
-//! ends or after [`IDLE_RECHECK`].
+//! ends or after `DispatchConfig::idle_recheck`.
 
 use std::time::Duration;
 
@@ -15,7 +15,6 @@ use crate::task::{Task, now_micros};
 use super::Dispatcher;
 use super::registry::SessionId;
 
-const IDLE_RECHECK: Duration = Duration::from_secs(5);
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(dispatcher: Dispatcher) {
@@ -41,8 +40,9 @@ pub(super) async fn run(dispatcher: Dispatcher) {
 async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreError> {
     loop {
         let hungry = dispatcher.registry().hungry();
+        let idle_recheck = dispatcher.config().idle_recheck;
         if hungry.is_empty() {
-            return Ok(IDLE_RECHECK);
+            return Ok(idle_recheck);
         }
         let mut claimed_any = false;
         for worker in hungry {
@@ -63,8 +63,8 @@ async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreEr
             let next = dispatcher.store().next_available_at().await?;
             let pause = next
                 .map(|at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)))
-                .unwrap_or(IDLE_RECHECK)
-                .min(IDLE_RECHECK);
+                .unwrap_or(idle_recheck)
+                .min(idle_recheck);
             return Ok(pause.max(Duration::from_millis(1)));
         }
     }
