@@ -70,10 +70,12 @@ pub struct RunnerContext {
 }
 
 /// Runs an assignment to its end and reports it.
+/// `received_at` is when the assignment reached the worker (the `assigned` event).
 pub async fn run(
     context: Arc<RunnerContext>,
     assignment: pb::Assignment,
     control: Arc<TaskControl>,
+    received_at: String,
 ) {
     let Some(task) = assignment.task.clone() else {
         return;
@@ -84,7 +86,16 @@ pub async fn run(
     };
     let attempt = assignment.attempt.max(1);
     let started = Instant::now();
-    let recorded = record_run(&context, &assignment, &task, task_id, attempt, &control).await;
+    let recorded = record_run(
+        &context,
+        &assignment,
+        &task,
+        task_id,
+        attempt,
+        &control,
+        received_at,
+    )
+    .await;
     let (trace_uri, outcome) = match recorded {
         Ok(done) => done,
         Err(error) => {
@@ -160,6 +171,7 @@ async fn record_run(
     task_id: Uuid,
     attempt: i32,
     control: &Arc<TaskControl>,
+    received_at: String,
 ) -> std::io::Result<(String, Outcome)> {
     let task_document = task_to_json(task);
     let root = context.trace_root.clone();
@@ -174,7 +186,7 @@ async fn record_run(
         return blocking(move || {
             let mut trace = TraceFolder::create(&root, task_id, attempt)?;
             trace.write_json(trace::TASK_FILE, &task_document)?;
-            trace.event("assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
+            trace.event_at(received_at, "assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
             trace.event("started", json!({ "executor": executor_name }))?;
             trace.write_text(trace::STDOUT_FILE, &executor::record::stdout(&task))?;
             trace.write_text(trace::STDERR_FILE, "")?;
@@ -196,7 +208,7 @@ async fn record_run(
     let trace = blocking(move || {
         let mut trace = TraceFolder::create(&root, task_id, attempt)?;
         trace.write_json(trace::TASK_FILE, &task_document)?;
-        trace.event("assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
+        trace.event_at(received_at, "assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
         Ok(trace)
     })
     .await?;

@@ -306,6 +306,7 @@ impl Session {
             let _ = outbox.send(message(Outbound::Report(released))).await;
             return;
         }
+        let received_at = crate::trace::now_rfc3339();
         let control = Arc::new(TaskControl::default());
         if let Ok(mut running) = self.running.lock() {
             if running.contains_key(&task_id) {
@@ -321,7 +322,7 @@ impl Session {
         }
         let (context, running) = (self.runner.clone(), self.running.clone());
         tokio::spawn(async move {
-            runner::run(context, assignment, control).await;
+            runner::run(context, assignment, control, received_at).await;
             if let Ok(mut running) = running.lock() {
                 running.remove(&task_id);
             }

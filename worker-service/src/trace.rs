@@ -39,11 +39,12 @@ impl TraceFolder {
         }
     }
 
-    /// Creates (or, for a re-delivered attempt, reopens) the folder of an attempt.
+    /// Creates (or, for a re-delivered attempt, reopens) the folder of an attempt
+    /// under `root`, which the worker canonicalized once at start (so `uri` is an
+    /// absolute path without resolving it again per task).
     pub fn create(root: &Path, task_id: Uuid, attempt: i32) -> io::Result<TraceFolder> {
         let dir = root.join(Self::relative_dir(task_id, attempt));
         fs::create_dir_all(&dir)?;
-        let dir = dir.canonicalize()?;
         let events = OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,7 +67,13 @@ impl TraceFolder {
 
     /// Appends one event line: `{"ts": …, "event": kind, …fields}`.
     pub fn event(&mut self, kind: &str, fields: Json) -> io::Result<()> {
-        let mut line = json!({ "ts": now_rfc3339(), "event": kind });
+        self.event_at(now_rfc3339(), kind, fields)
+    }
+
+    /// Appends an event that happened at `ts` (e.g. an assignment received before
+    /// its folder existed).
+    pub fn event_at(&mut self, ts: String, kind: &str, fields: Json) -> io::Result<()> {
+        let mut line = json!({ "ts": ts, "event": kind });
         if let (Some(line), Json::Object(fields)) = (line.as_object_mut(), fields) {
             line.extend(fields);
         }
@@ -115,7 +122,7 @@ mod tests {
     #[test]
     fn events_are_json_lines_with_timestamps() -> io::Result<()> {
         let root = tempfile::tempdir()?;
-        let mut trace = TraceFolder::create(root.path(), Uuid::now_v7(), 1)?;
+        let mut trace = TraceFolder::create(&root.path().canonicalize()?, Uuid::now_v7(), 1)?;
         trace.event("assigned", json!({"attempt": 1}))?;
         trace.event("started", json!({}))?;
         let text = fs::read_to_string(trace.path(EVENTS_FILE))?;
