@@ -288,7 +288,35 @@ pub fn intake_config(database_url: &str) -> IntakeConfig {
     config.retry_backoff_base_ms = 50;
     config.retry_backoff_max_ms = 200;
     config.shutdown_grace_seconds = 5;
+    // a claim whose assignment died with a crashed intake waits out its lease
+    // before the rescuer returns it: keep that short in tests
+    config.lease_ttl_seconds = 3;
     config
+}
+
+pub type TaskClient = jct::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>;
+
+/// Polls GetTask until the task satisfies `done` or `patience` runs out.
+pub async fn wait_for_task(
+    client: &TaskClient,
+    id: &str,
+    patience: Duration,
+    done: impl Fn(&jct::v1::Task) -> bool,
+) -> Option<jct::v1::Task> {
+    eventually(patience, || {
+        let mut client = client.clone();
+        let task_id = id.to_string();
+        let done = &done;
+        async move {
+            let task = client
+                .get_task(jct::v1::GetTaskRequest { task_id })
+                .await
+                .ok()?
+                .into_inner();
+            done(&task).then_some(task)
+        }
+    })
+    .await
 }
 
 /// A client for the intake at `addr`.

@@ -66,17 +66,8 @@ impl Setup {
 }
 
 async fn settled(client: &Client, id: &str) -> pb::Task {
-    eventually(Duration::from_secs(30), || {
-        let mut client = client.clone();
-        let id = id.to_string();
-        async move {
-            let task = client
-                .get_task(pb::GetTaskRequest { task_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            matches!(task.status.as_str(), "completed" | "failed" | "cancelled").then_some(task)
-        }
+    jct_e2e::wait_for_task(client, id, Duration::from_secs(30), |task| {
+        matches!(task.status.as_str(), "completed" | "failed" | "cancelled")
     })
     .await
     .unwrap_or_else(|| panic!("task {id} did not finish"))

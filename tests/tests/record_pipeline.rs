@@ -20,25 +20,10 @@ on_both_backends!(
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn wait_for_status(
-    client: &mut pb::task_service_client::TaskServiceClient<tonic::transport::Channel>,
-    id: &str,
-    status: &str,
-) -> pb::Task {
-    eventually(PATIENCE, || {
-        let mut client = client.clone();
-        let id = id.to_string();
-        async move {
-            let task = client
-                .get_task(pb::GetTaskRequest { task_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (task.status == status).then_some(task)
-        }
-    })
-    .await
-    .unwrap_or_else(|| panic!("task {id} did not become {status}"))
+async fn wait_for_status(client: &mut jct_e2e::TaskClient, id: &str, status: &str) -> pb::Task {
+    jct_e2e::wait_for_task(client, id, PATIENCE, |task| task.status == status)
+        .await
+        .unwrap_or_else(|| panic!("task {id} did not become {status}"))
 }
 
 async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {

@@ -12,19 +12,12 @@ use jct_e2e::{
 use worker_service::executor::ExecutorKind;
 
 async fn status_of(
-    client: &pb::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    client: &jct_e2e::TaskClient,
     id: &str,
     wanted: &str,
+    patience: Duration,
 ) -> Option<pb::Task> {
-    let mut client = client.clone();
-    let task = client
-        .get_task(pb::GetTaskRequest {
-            task_id: id.to_string(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    (task.status == wanted).then_some(task)
+    jct_e2e::wait_for_task(client, id, patience, |task| task.status == wanted).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,10 +45,7 @@ async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
             .expect("enqueue")
             .into_inner()
             .task_id;
-        let done = eventually(Duration::from_secs(20), || {
-            status_of(&through_a, &id, "completed")
-        })
-        .await;
+        let done = status_of(&through_a, &id, "completed", Duration::from_secs(20)).await;
         assert!(
             done.is_some(),
             "task {id} never reached the worker on the other replica"
@@ -94,10 +84,7 @@ async fn a_draining_worker_hands_back_what_it_cannot_finish() {
         .expect("enqueue")
         .into_inner()
         .task_id;
-    let running = eventually(Duration::from_secs(10), || {
-        status_of(&client, &id, "running")
-    })
-    .await;
+    let running = status_of(&client, &id, "running", Duration::from_secs(10)).await;
     assert!(running.is_some());
     let events = traces.path().join(&id).join("events.jsonl");
     let started = eventually(Duration::from_secs(10), || async {
@@ -115,8 +102,7 @@ async fn a_draining_worker_hands_back_what_it_cannot_finish() {
         stopping.elapsed() < Duration::from_secs(10),
         "grace 1 s, then hand back"
     );
-    let handed_back =
-        eventually(Duration::from_secs(5), || status_of(&client, &id, "queued")).await;
+    let handed_back = status_of(&client, &id, "queued", Duration::from_secs(5)).await;
     assert!(
         handed_back.is_some(),
         "the task went back to the queue, not left running"
@@ -128,11 +114,9 @@ async fn a_draining_worker_hands_back_what_it_cannot_finish() {
     assert_eq!(manifest["status"].as_str(), Some("released"));
 
     let quick = WorkerHandle::start(command_worker("true", "quick"));
-    let done = eventually(Duration::from_secs(10), || {
-        status_of(&client, &id, "completed")
-    })
-    .await
-    .expect("completed elsewhere");
+    let done = status_of(&client, &id, "completed", Duration::from_secs(10))
+        .await
+        .expect("completed elsewhere");
     assert_eq!((done.attempt, done.worker_id.as_str()), (2, "quick"));
     quick.stop().await.expect("worker stops");
     intake.stop().await.expect("intake stops");
