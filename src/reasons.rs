@@ -19,7 +19,6 @@ pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
 pub const LEASE_LOST: &str = "LEASE_LOST";
 pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
-pub const REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
 pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
 
 /// Error codes of `Task.error` set by JCT itself (executors add their own).

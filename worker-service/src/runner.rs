@@ -162,6 +162,48 @@ fn report(
     }
 }
 
+/// What every record of one attempt says about it: the `assigned` event,
+/// task.json and the manifest share these facts.
+#[derive(Clone)]
+struct Attempt {
+    task_id: Uuid,
+    number: i32,
+    worker_id: String,
+    executor: &'static str,
+    started_at: String,
+}
+
+impl Attempt {
+    /// Creates the attempt's trace folder with task.json and the `assigned` event
+    /// (stamped with when the assignment arrived).
+    fn open_trace(
+        &self,
+        root: &std::path::Path,
+        task_document: &Json,
+        received_at: String,
+        lease_expires_at: Option<i64>,
+    ) -> std::io::Result<TraceFolder> {
+        let mut trace = TraceFolder::create(root, self.task_id, self.number)?;
+        trace.write_json(trace::TASK_FILE, task_document)?;
+        let assigned = json!({ "attempt": self.number, "worker_id": self.worker_id, "lease_expires_at": lease_expires_at });
+        trace.event_at(received_at, "assigned", assigned)?;
+        Ok(trace)
+    }
+
+    /// manifest.json: the attempt's facts, its final status, and `extra` fields.
+    fn manifest(&self, status: &str, extra: Json) -> Json {
+        let mut manifest = json!({
+            "task_id": self.task_id.to_string(), "attempt": self.number, "worker_id": self.worker_id,
+            "executor": self.executor, "started_at": self.started_at, "finished_at": trace::now_rfc3339(),
+            "status": status,
+        });
+        if let (Some(manifest), Json::Object(extra)) = (manifest.as_object_mut(), extra) {
+            manifest.extend(extra);
+        }
+        manifest
+    }
+}
+
 /// Runs the executor with the trace folder around it; returns the trace URI and
 /// the outcome.
 async fn record_run(
@@ -169,35 +211,38 @@ async fn record_run(
     assignment: &pb::Assignment,
     task: &pb::Task,
     task_id: Uuid,
-    attempt: i32,
+    attempt_number: i32,
     control: &Arc<TaskControl>,
     received_at: String,
 ) -> std::io::Result<(String, Outcome)> {
     let task_document = task_to_json(task);
     let root = context.trace_root.clone();
-    let worker_id = context.worker_id.clone();
-    let executor_name = context.executor.as_str();
     let lease_expires_at = assignment.lease_expires_at.map(|t| t.seconds);
-    let started_at = trace::now_rfc3339();
+    let attempt = Attempt {
+        task_id,
+        number: attempt_number,
+        worker_id: context.worker_id.clone(),
+        executor: context.executor.as_str(),
+        started_at: trace::now_rfc3339(),
+    };
 
     if context.executor == ExecutorKind::Record {
         // the whole record run is file writes: one blocking call
         let task = task.clone();
         return blocking(move || {
-            let mut trace = TraceFolder::create(&root, task_id, attempt)?;
-            trace.write_json(trace::TASK_FILE, &task_document)?;
-            trace.event_at(received_at, "assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
-            trace.event("started", json!({ "executor": executor_name }))?;
+            let mut trace =
+                attempt.open_trace(&root, &task_document, received_at, lease_expires_at)?;
+            trace.event("started", json!({ "executor": attempt.executor }))?;
             trace.write_text(trace::STDOUT_FILE, &executor::record::stdout(&task))?;
             trace.write_text(trace::STDERR_FILE, "")?;
             let result = executor::record::result(&task);
             trace.write_json(trace::RESULT_FILE, &result)?;
-            let manifest = json!({
-                "task_id": task_id.to_string(), "attempt": attempt, "worker_id": worker_id,
-                "executor": executor_name, "started_at": started_at, "finished_at": trace::now_rfc3339(),
-                "status": "completed", "exit_code": Json::Null,
-                "sandbox": { "executed": false, "network": "not applicable (no program run)" },
-            });
+            let sandbox =
+                json!({ "executed": false, "network": "not applicable (no program run)" });
+            let manifest = attempt.manifest(
+                "completed",
+                json!({ "exit_code": Json::Null, "sandbox": sandbox }),
+            );
             trace.write_json(trace::MANIFEST_FILE, &manifest)?;
             trace.event("finished", json!({ "status": "completed" }))?;
             Ok((trace.uri(), Outcome::Completed { result }))
@@ -205,13 +250,10 @@ async fn record_run(
         .await;
     }
 
-    let trace = blocking(move || {
-        let mut trace = TraceFolder::create(&root, task_id, attempt)?;
-        trace.write_json(trace::TASK_FILE, &task_document)?;
-        trace.event_at(received_at, "assigned", json!({ "attempt": attempt, "worker_id": worker_id, "lease_expires_at": lease_expires_at }))?;
-        Ok(trace)
-    })
-    .await?;
+    let opening = attempt.clone();
+    let trace =
+        blocking(move || opening.open_trace(&root, &task_document, received_at, lease_expires_at))
+            .await?;
     let trace_uri = trace.uri();
     // the task's trace_uri is set now, so even a cancelled run points at its trace
     context
@@ -219,7 +261,7 @@ async fn record_run(
         .notify(report(assignment, "running", None, None, &trace_uri));
 
     let (outcome, manifest_extra, mut trace) =
-        run_command(context, task, task_id, attempt, control, trace).await;
+        run_command(context, task, task_id, attempt_number, control, trace).await;
     let status = match (&outcome, control.reason()) {
         (_, Some(StopReason::Shutdown)) => "released",
         (_, Some(StopReason::LeaseLost)) => "lease_lost",
@@ -228,7 +270,6 @@ async fn record_run(
         (Outcome::Cancelled, _) => "cancelled",
     };
     let outcome_for_files = outcome.clone();
-    let worker_id = context.worker_id.clone();
     blocking(move || {
         match &outcome_for_files {
             Outcome::Completed { result } => trace.write_json(trace::RESULT_FILE, result)?,
@@ -240,15 +281,7 @@ async fn record_run(
                 &json!({ "code": task_error::CANCELLED, "message": "cancelled while running; the process group was killed" }),
             )?,
         }
-        let mut manifest = json!({
-            "task_id": task_id.to_string(), "attempt": attempt, "worker_id": worker_id,
-            "executor": executor_name, "started_at": started_at, "finished_at": trace::now_rfc3339(),
-            "status": status,
-        });
-        if let (Some(manifest), Json::Object(extra)) = (manifest.as_object_mut(), manifest_extra) {
-            manifest.extend(extra);
-        }
-        trace.write_json(trace::MANIFEST_FILE, &manifest)?;
+        trace.write_json(trace::MANIFEST_FILE, &attempt.manifest(status, manifest_extra))?;
         let event = if status == "cancelled" { "cancelled" } else { "finished" };
         trace.event(event, json!({ "status": status }))?;
         trace.sync()

@@ -23,9 +23,6 @@ use crate::task::{Status, Task, now_micros};
 use super::entity::{Column, Entity, Model};
 use super::{Store, StoreError};
 
-/// A task claimed for a worker, with its lease.
-pub type Claimed = Task;
-
 /// How long a task lost by its worker waits before it is dispatched again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -98,7 +95,7 @@ impl Store {
         worker_id: &str,
         limit: u32,
         lease_ttl: Duration,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    ) -> Result<Vec<Task>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }

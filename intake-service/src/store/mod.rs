@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use connect::{Backend, SqliteSynchronous, StoreOptions, migrate_only, redact};
 pub use insert::Enqueued;
-pub use lease::{Claimed, Release, Released, RetryPolicy};
+pub use lease::{Release, Released, RetryPolicy};
 pub use read::{ListFilter, StatusCounts};
 pub use transition::{Transition, TransitionError};
 

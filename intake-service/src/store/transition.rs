@@ -24,19 +24,6 @@ pub struct Transition {
     pub lease_token: Option<Uuid>,
 }
 
-impl Transition {
-    pub fn new(task_id: Uuid, to: Status) -> Self {
-        Self {
-            task_id,
-            to,
-            result: None,
-            error: None,
-            trace_uri: None,
-            lease_token: None,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
     #[error("task not found")]

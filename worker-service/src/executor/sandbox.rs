@@ -162,14 +162,7 @@ impl Sandbox {
         self,
         mut cmd: tokio::process::Command,
     ) -> Result<tokio::process::Child, SpawnError> {
-        let plan = self.plan;
-        cmd.process_group(0);
-        // SAFETY: the closure only calls async-signal-safe functions (see
-        // `child_setup`), does not allocate and touches no locks; `plan` is plain data
-        // copied into the closure before the fork.
-        unsafe {
-            cmd.pre_exec(move || child_setup(&plan));
-        }
+        self.install(cmd.as_std_mut());
         let spawned = cmd.spawn();
         // The command (and its closure, which names our report fd) is gone before
         // the fd is closed, so it can never run again against a reused fd.
@@ -179,16 +172,24 @@ impl Sandbox {
 
     /// [`Sandbox::spawn`] for a `std` command (the probe and tests).
     fn spawn_std(self, mut cmd: std::process::Command) -> Result<std::process::Child, SpawnError> {
-        use std::os::unix::process::CommandExt;
-        let plan = self.plan;
-        cmd.process_group(0);
-        // SAFETY: as in `spawn`.
-        unsafe {
-            cmd.pre_exec(move || child_setup(&plan));
-        }
+        self.install(&mut cmd);
         let spawned = cmd.spawn();
         drop(cmd);
         self.finish(spawned)
+    }
+
+    /// Makes the child lead its own process group and run `child_setup` between
+    /// fork and exec.
+    fn install(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let plan = self.plan;
+        cmd.process_group(0);
+        // SAFETY: the closure only calls async-signal-safe functions (see
+        // `child_setup`), does not allocate and touches no locks; `plan` is plain data
+        // copied into the closure before the fork.
+        unsafe {
+            cmd.pre_exec(move || child_setup(&plan));
+        }
     }
 
     fn finish<C>(self, spawned: io::Result<C>) -> Result<C, SpawnError> {
