@@ -39,8 +39,6 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("cannot listen: {0}")]
-    Listen(std::io::Error),
 }
 
 /// Runs the intake on `listener` until `shutdown` resolves, then drains: health

@@ -13,13 +13,71 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use worker_service::config::WorkerConfig;
 
-/// A running intake, on a runtime of its own so that [`IntakeHandle::crash`]
-/// drops it at once, as a `kill -9` would.
+/// A service on a tokio runtime of its own: stopped gracefully through its
+/// shutdown signal, or dropped at once ([`Isolated::crash`]) — streams, tasks and
+/// child processes with it — as a `kill -9` of its process would.
+struct Isolated {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<anyhow::Result<()>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Isolated {
+    /// Runs `service(shutdown)`; the service should stop when `shutdown` resolves.
+    fn start<F, Fut>(name: &'static str, service: F) -> anyhow::Result<Isolated>
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        runtime.spawn(async move {
+            let _ = finished.send(service(stopped).await);
+        });
+        Ok(Isolated {
+            name,
+            stop: Some(stop),
+            done: Some(done),
+            runtime: Some(runtime),
+        })
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let outcome = match self.done.take() {
+            Some(done) => done
+                .await
+                .map_err(|_| anyhow::anyhow!("the {} vanished", self.name))?,
+            None => Ok(()),
+        };
+        self.crash();
+        outcome
+    }
+
+    fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// A running intake, on a runtime of its own.
 pub struct IntakeHandle {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<oneshot::Receiver<Result<(), intake_service::server::ServeError>>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    service: Isolated,
 }
 
 impl IntakeHandle {
@@ -28,128 +86,59 @@ impl IntakeHandle {
         let socket = std::net::TcpListener::bind(addr)?;
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (finished, done) = oneshot::channel();
-        runtime.spawn(async move {
-            let outcome = match TcpListener::from_std(socket) {
-                Ok(listener) => {
-                    intake_service::server::serve(config, listener, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                }
-                Err(error) => Err(intake_service::server::ServeError::Listen(error)),
-            };
-            let _ = finished.send(outcome);
-        });
-        Ok(IntakeHandle {
-            addr,
-            stop: Some(stop),
-            done: Some(done),
-            runtime: Some(runtime),
-        })
+        let service = Isolated::start("intake", move |stopped| async move {
+            let listener = TcpListener::from_std(socket)?;
+            intake_service::server::serve(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await?;
+            Ok(())
+        })?;
+        Ok(IntakeHandle { addr, service })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// Stops gracefully and waits.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let outcome = match self.done.take() {
-            Some(done) => done.await.map_err(|_| anyhow::anyhow!("intake vanished"))?,
-            None => Ok(()),
-        };
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-        Ok(outcome?)
+    /// Stops gracefully (health NOT_SERVING, drain) and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 
     /// Drops the intake at once: connections cut, nothing drained.
     pub fn crash(mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.service.crash();
     }
 }
 
-impl Drop for IntakeHandle {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// A running worker, on a runtime of its own so that [`WorkerHandle::crash`] can
-/// drop everything it has at once — streams, tasks, child processes — as a
-/// `kill -9` of the process would.
+/// A running worker, on a runtime of its own.
 pub struct WorkerHandle {
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<oneshot::Receiver<Result<(), worker_service::WorkerError>>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    service: Isolated,
 }
 
 impl WorkerHandle {
     pub fn start(config: WorkerConfig) -> WorkerHandle {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("worker runtime");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (finished, done) = oneshot::channel();
-        runtime.spawn(async move {
-            let outcome = worker_service::run(config, async {
+        let service = Isolated::start("worker", move |stopped| async move {
+            worker_service::run(config, async {
                 let _ = stopped.await;
             })
-            .await;
-            let _ = finished.send(outcome);
-        });
-        WorkerHandle {
-            stop: Some(stop),
-            done: Some(done),
-            runtime: Some(runtime),
-        }
+            .await?;
+            Ok(())
+        })
+        .expect("worker runtime");
+        WorkerHandle { service }
     }
 
     /// Asks the worker to drain (as SIGTERM does) and waits for it to exit.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let outcome = match self.done.take() {
-            Some(done) => done.await.map_err(|_| anyhow::anyhow!("worker vanished"))?,
-            None => Ok(()),
-        };
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-        Ok(outcome?)
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 
     /// Drops the worker at once, without a drain: its streams close, its running
     /// programs are killed (kill_on_drop), nothing more is reported.
     pub fn crash(mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.service.crash();
     }
 }
 
