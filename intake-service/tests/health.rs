@@ -45,7 +45,7 @@ async fn health_follows_the_database() {
         );
     }
 
-    let admin_url = std::env::var(support::PG_ENV).expect("admin url");
+    let admin_url = std::env::var(jct_migrations::test_database::PG_ENV).expect("admin url");
     let name = database
         .url
         .rsplit('/')

@@ -6,6 +6,8 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_tasks;
+#[cfg(feature = "test-util")]
+pub mod test_database;
 
 pub struct Migrator;
 

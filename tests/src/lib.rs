@@ -170,79 +170,7 @@ where
     }
 }
 
-/// A database for one test: a SQLite file in a temp dir, or a fresh Postgres
-/// database (dropped afterwards) when `JCT_TEST_DATABASE_URL` is set.
-pub struct TestDatabase {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg_admin: Option<(String, String)>,
-}
-
-pub const PG_ENV: &str = "JCT_TEST_DATABASE_URL";
-
-impl TestDatabase {
-    pub fn sqlite() -> anyhow::Result<TestDatabase> {
-        let dir = tempfile::tempdir()?;
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("jct-e2e.db").display()
-        );
-        Ok(TestDatabase {
-            url,
-            _dir: Some(dir),
-            pg_admin: None,
-        })
-    }
-
-    /// `None` (with a note) when no Postgres server is configured.
-    pub async fn postgres() -> anyhow::Result<Option<TestDatabase>> {
-        use sea_orm::ConnectionTrait;
-        let Ok(admin_url) = std::env::var(PG_ENV) else {
-            eprintln!("skipping the Postgres variant: set {PG_ENV} (as .ci/run does) to run it");
-            return Ok(None);
-        };
-        let name = format!("jct_e2e_{}", uuid::Uuid::new_v4().simple());
-        let admin = sea_orm::Database::connect(&admin_url).await?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let _ = admin.close().await;
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| base)
-            .unwrap_or(&admin_url);
-        Ok(Some(TestDatabase {
-            url: format!("{base}/{name}"),
-            _dir: None,
-            pg_admin: Some((admin_url, name)),
-        }))
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        use sea_orm::ConnectionTrait;
-        let Some((admin_url, name)) = self.pg_admin.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let admin = sea_orm::Database::connect(&admin_url).await.ok()?;
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()?;
-                let _ = admin.close().await;
-                Some(())
-            })
-        })
-        .join();
-    }
-}
+pub use jct_migrations::test_database::{PG_ENV, TestDatabase};
 
 /// Stamps out an async test body `fn(url: &str)` for SQLite and for Postgres.
 #[macro_export]
@@ -252,7 +180,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let database = $crate::TestDatabase::sqlite().expect("sqlite test database");
+                    let database = $crate::TestDatabase::sqlite();
                     super::$name(&database.url).await;
                 }
             )+
@@ -261,7 +189,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(database) = $crate::TestDatabase::postgres().await.expect("postgres test database") else { return };
+                    let Some(database) = $crate::TestDatabase::postgres().await else { return };
                     super::$name(&database.url).await;
                 }
             )+

@@ -22,7 +22,7 @@ async fn status_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
-    let Some(database) = TestDatabase::postgres().await.expect("postgres") else {
+    let Some(database) = TestDatabase::postgres().await else {
         return;
     };
     let traces = tempfile::tempdir().expect("traces");
@@ -58,7 +58,7 @@ async fn a_task_enqueued_on_one_replica_reaches_a_worker_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_worker_hands_back_what_it_cannot_finish() {
-    let database = TestDatabase::sqlite().expect("sqlite");
+    let database = TestDatabase::sqlite();
     let traces = tempfile::tempdir().expect("traces");
     let scratch = tempfile::tempdir().expect("scratch");
     let intake = IntakeHandle::start(
