@@ -4,6 +4,8 @@
 
 mod support;
 
+use jct_migrations::on_both_backends;
+
 use std::time::Duration;
 
 use intake_service::config::IntakeConfig;

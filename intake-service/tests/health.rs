@@ -27,7 +27,7 @@ async fn status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database() {
-    let Some(database) = support::TestDatabase::postgres().await else {
+    let Some(database) = jct_migrations::test_database::TestDatabase::postgres().await else {
         return;
     };
     let intake = support::TestIntake::start(&database.url, "myorg/").await;

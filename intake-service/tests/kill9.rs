@@ -81,13 +81,13 @@ async fn survives_kill_9(database_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_tasks_survive_kill_9() {
-    let database = support::TestDatabase::sqlite();
+    let database = jct_migrations::test_database::TestDatabase::sqlite();
     survives_kill_9(&database.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_acknowledged_tasks_survive_kill_9() {
-    let Some(database) = support::TestDatabase::postgres().await else {
+    let Some(database) = jct_migrations::test_database::TestDatabase::postgres().await else {
         return;
     };
     survives_kill_9(&database.url).await;

@@ -56,7 +56,7 @@ macro_rules! ask {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_reflection_versions_list_every_service() {
-    let database = support::TestDatabase::sqlite();
+    let database = jct_migrations::test_database::TestDatabase::sqlite();
     let intake = support::TestIntake::start(&database.url, "myorg/").await;
     let expected: HashSet<String> = EXPECTED.iter().map(|s| s.to_string()).collect();
 

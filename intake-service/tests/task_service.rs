@@ -5,6 +5,8 @@
 
 mod support;
 
+use jct_migrations::on_both_backends;
+
 use std::collections::HashSet;
 
 use jct::v1 as pb;

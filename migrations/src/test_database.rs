@@ -79,3 +79,29 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// Stamps out an async test body `fn(url: &str)` for SQLite and for Postgres
+/// (the Postgres one skips with a note when no server is configured).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let database = $crate::test_database::TestDatabase::sqlite();
+                    super::$name(&database.url).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(database) = $crate::test_database::TestDatabase::postgres().await else { return };
+                    super::$name(&database.url).await;
+                }
+            )+
+        }
+    };
+}

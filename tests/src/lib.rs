@@ -170,32 +170,8 @@ where
     }
 }
 
+pub use jct_migrations::on_both_backends;
 pub use jct_migrations::test_database::{PG_ENV, TestDatabase};
-
-/// Stamps out an async test body `fn(url: &str)` for SQLite and for Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let database = $crate::TestDatabase::sqlite();
-                    super::$name(&database.url).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(database) = $crate::TestDatabase::postgres().await else { return };
-                    super::$name(&database.url).await;
-                }
-            )+
-        }
-    };
-}
 
 /// An intake configuration for tests: the given database, `myorg/` allowed,
 /// fast retries.

@@ -14,8 +14,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-pub use jct_migrations::test_database::TestDatabase;
-
 pub struct TestIntake {
     pub addr: SocketAddr,
     pub client: TaskServiceClient<Channel>,
@@ -102,31 +100,6 @@ pub fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|info| info.reason)
         .unwrap_or_default()
-}
-
-/// Stamps out a test body for SQLite and for Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let database = $crate::support::TestDatabase::sqlite();
-                    super::$name(&database.url).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(database) = $crate::support::TestDatabase::postgres().await else { return };
-                    super::$name(&database.url).await;
-                }
-            )+
-        }
-    };
 }
 
 /// A scripted worker speaking DispatchService over real gRPC.
