@@ -78,7 +78,7 @@ pub async fn serve(
             "JCT_ALLOWED_REPO_PREFIXES is empty: every Enqueue will be refused with REPO_NOT_ALLOWED"
         );
     }
-    let task_api = TaskApi::new(store.clone(), policy, config.max_attempts);
+    let task_api = TaskApi::new(store.clone(), policy, config.max_attempts, stopping.clone());
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

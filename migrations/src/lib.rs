@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_tasks;
+mod m20261202_000200_task_changed_notify;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -14,6 +15,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_create_tasks::Migration)]
+        vec![
+            Box::new(m20261126_000001_create_tasks::Migration),
+            Box::new(m20261202_000200_task_changed_notify::Migration),
+        ]
     }
 }

@@ -77,11 +77,7 @@ pub fn from_store(error: StoreError) -> Status {
                 "the task database is unavailable; retry later",
             )
         }
-        StoreError::WriterStopped => status(
-            Code::Unavailable,
-            reasons::SHUTTING_DOWN,
-            "the intake is shutting down; retry against another instance",
-        ),
+        StoreError::WriterStopped => shutting_down(),
         StoreError::Corrupt(detail) => {
             error!(%detail, "corrupt stored data");
             status(
@@ -114,6 +110,14 @@ pub fn from_transition(error: TransitionError, task_id: &str) -> Status {
         ),
         TransitionError::Store(store) => from_store(store),
     }
+}
+
+pub fn shutting_down() -> Status {
+    status(
+        Code::Unavailable,
+        reasons::SHUTTING_DOWN,
+        "the intake is shutting down; retry against another instance",
+    )
 }
 
 pub fn not_found(task_id: &str) -> Status {

@@ -1,16 +1,19 @@
 //! `jct.v1.TaskService`: thin handlers that read the request, ask the policy gate
 //! and the store, and write the answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use jct::reasons;
 use jct::structs::struct_to_json;
 use jct::v1 as pb;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::policy::{self, PolicyConfig};
-use crate::store::{ListFilter, Store, Transition};
+use crate::store::{ListFilter, Store, TaskWatch, Transition};
 use crate::task::{Status as TaskStatus, TaskError};
 
 use super::convert::{draft_from_request, spec_to_pb, task_to_pb};
@@ -27,22 +30,34 @@ pub struct TaskApi {
     store: Store,
     policy: Arc<PolicyConfig>,
     max_attempts: i32,
+    /// Cancelled when the intake drains: open watches end so the drain can finish.
+    stopping: CancellationToken,
 }
 
 impl TaskApi {
-    pub fn new(store: Store, policy: PolicyConfig, max_attempts: i32) -> Self {
+    pub fn new(
+        store: Store,
+        policy: PolicyConfig,
+        max_attempts: i32,
+        stopping: CancellationToken,
+    ) -> Self {
         Self {
             store,
             policy: Arc::new(policy),
             max_attempts,
+            stopping,
         }
     }
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
+/// A task's states as `WatchTask` streams them.
+pub type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::Task, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::task_service_server::TaskService for TaskApi {
+    type WatchTaskStream = TaskStream;
     async fn enqueue(
         &self,
         request: Request<pb::EnqueueRequest>,
@@ -78,6 +93,18 @@ impl pb::task_service_server::TaskService for TaskApi {
         let id = parse_task_id(&task_id)?;
         match self.store.get(id).await.map_err(errors::from_store)? {
             Some(task) => Ok(Response::new(task_to_pb(&task))),
+            None => Err(errors::not_found(&task_id)),
+        }
+    }
+
+    async fn watch_task(
+        &self,
+        request: Request<pb::WatchTaskRequest>,
+    ) -> RpcResult<Self::WatchTaskStream> {
+        let task_id = request.into_inner().task_id;
+        let id = parse_task_id(&task_id)?;
+        match self.store.watch(id).await.map_err(errors::from_store)? {
+            Some(watch) => Ok(Response::new(watch_stream(watch, self.stopping.clone()))),
             None => Err(errors::not_found(&task_id)),
         }
     }
@@ -153,6 +180,26 @@ impl pb::task_service_server::TaskService for TaskApi {
             .map_err(|error| errors::from_transition(error, &request.task_id))?;
         Ok(Response::new(task_to_pb(&task)))
     }
+}
+
+/// The watch as a response stream: a state is taken from the watch only when the
+/// client has read the previous one (HTTP/2 flow control pulls the stream), so a
+/// slow client holds one task, the latest. A draining intake ends the stream with
+/// SHUTTING_DOWN, which tells the client to watch again elsewhere.
+fn watch_stream(watch: TaskWatch, stopping: CancellationToken) -> TaskStream {
+    Box::pin(futures::stream::unfold(
+        Some((watch, stopping)),
+        |state| async move {
+            let (mut watch, stopping) = state?;
+            tokio::select! {
+                next = watch.next() => {
+                    let task = next?;
+                    Some((Ok(task_to_pb(&task)), Some((watch, stopping))))
+                }
+                _ = stopping.cancelled() => Some((Err(errors::shutting_down()), None)),
+            }
+        },
+    ))
 }
 
 /// Reads an UpdateStatus request, checking every field against the target status.

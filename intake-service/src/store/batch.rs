@@ -14,6 +14,7 @@ use super::cache::TaskCache;
 use super::connect::Backend;
 use super::insert::{self, Enqueued};
 use super::transition::{self, Transition, TransitionError};
+use super::watch::Watchers;
 use super::{CancelNotice, StoreError, StoreEvents};
 
 pub(super) enum WriteOp {
@@ -42,6 +43,7 @@ pub(super) fn spawn(
     backend: Backend,
     events: StoreEvents,
     cache: TaskCache,
+    watchers: Watchers,
     group_commits: bool,
     max_batch: usize,
 ) -> BatchHandle {
@@ -51,6 +53,7 @@ pub(super) fn spawn(
         backend,
         events,
         cache,
+        watchers,
         group_commits,
         max_batch: max_batch.max(1),
     };
@@ -74,6 +77,7 @@ struct BatchWriter {
     backend: Backend,
     events: StoreEvents,
     cache: TaskCache,
+    watchers: Watchers,
     /// Wrap a batch in one transaction (one commit for all its statements).
     group_commits: bool,
     max_batch: usize,
@@ -130,8 +134,11 @@ impl BatchWriter {
                 for enqueued in inserted.iter().flatten().filter(|e| e.created) {
                     self.cache.put(&enqueued.task);
                 }
+                // a new task has no watchers yet (nobody knew its id): only
+                // changes are published
                 for (task, _) in transitioned.iter().flatten() {
                     self.cache.put(task);
+                    self.watchers.publish(task);
                 }
                 for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
                     let _ = waiting.reply.send(outcome);

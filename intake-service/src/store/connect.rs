@@ -7,6 +7,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous as SqlxSynchron
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 
 use super::cache::TaskCache;
+use super::watch::Watchers;
 use super::{Store, StoreError, StoreEvents, batch};
 
 /// Which database the store runs on.
@@ -100,6 +101,7 @@ impl Store {
         // SQLite: the lock file makes this process the only writer, so the cache
         // may hold tasks that can still change
         let cache = TaskCache::new(backend == Backend::Sqlite);
+        let watchers = Watchers::default();
         let group_commits =
             backend == Backend::Postgres || options.sqlite_synchronous == SqliteSynchronous::Full;
         let batch = batch::spawn(
@@ -107,6 +109,7 @@ impl Store {
             backend,
             events.clone(),
             cache.clone(),
+            watchers.clone(),
             group_commits,
             options.max_batch,
         );
@@ -117,6 +120,7 @@ impl Store {
             batch,
             events,
             cache,
+            watchers,
             _exclusive: exclusive,
         })
     }

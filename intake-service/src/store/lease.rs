@@ -124,6 +124,7 @@ impl Store {
         tasks.sort_by_key(|task| (task.queued_at, task.id));
         for task in &tasks {
             self.cache.put(task);
+            self.watchers.publish(task);
         }
         Ok(tasks)
     }
@@ -194,8 +195,9 @@ impl Store {
                 )
                 .and_where(Expr::col(Column::Attempt).gte(Expr::col(Column::MaxAttempts)));
             if let Some(row) = self.writer.query_one(&fail).await? {
-                self.cache
-                    .put(&Model::from_query_result(&row, "")?.into_task()?);
+                let task = Model::from_query_result(&row, "")?.into_task()?;
+                self.cache.put(&task);
+                self.watchers.publish(&task);
                 return Ok(Released::Failed);
             }
         }
@@ -223,8 +225,9 @@ impl Store {
             }
         }
         if let Some(row) = self.writer.query_one(&requeue).await? {
-            self.cache
-                .put(&Model::from_query_result(&row, "")?.into_task()?);
+            let task = Model::from_query_result(&row, "")?.into_task()?;
+            self.cache.put(&task);
+            self.watchers.publish(&task);
             if self.backend == super::Backend::Postgres {
                 // wake the dispatchers of every replica, not only this one
                 self.writer

@@ -15,6 +15,7 @@ pub mod lease;
 mod notify;
 mod read;
 mod transition;
+mod watch;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use insert::Enqueued;
 pub use lease::{Release, Released, RetryPolicy};
 pub use read::{ListFilter, StatusCounts};
 pub use transition::{Transition, TransitionError};
+pub use watch::TaskWatch;
 
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ pub struct Store {
     batch: batch::BatchHandle,
     events: StoreEvents,
     cache: cache::TaskCache,
+    watchers: watch::Watchers,
     /// Held for the store's life on SQLite: the single-writer lock.
     _exclusive: Option<Arc<std::fs::File>>,
 }
