@@ -16,11 +16,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use crate::api::dispatch_service::DispatchApi;
 use crate::api::operator_service::OperatorApi;
 use crate::api::task_service::TaskApi;
 use crate::config::IntakeConfig;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::session::DispatchApi;
 use crate::policy::PolicyConfig;
 use crate::store::{Store, StoreError};
 

@@ -1,6 +1,10 @@
 //! Every failure a client can see, mapped to a gRPC status in one place. Each
 //! status carries a `google.rpc.ErrorInfo` with a stable reason (domain `jct`);
 //! schema failures add a `google.rpc.BadRequest` naming every bad field.
+//!
+//! Messages and field descriptions are capped: a status travels in HTTP/2
+//! headers (`grpc-message`, `grpc-status-details-bin`), and a header list past the
+//! peer's limit breaks the call instead of reporting the error.
 
 use jct::reasons::{self, DOMAIN};
 use tonic::{Code, Status};
@@ -10,19 +14,69 @@ use tracing::error;
 use crate::policy::Rejection;
 use crate::store::{StoreError, TransitionError};
 
+/// Longest message a status carries, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest field name of one BadRequest violation, in bytes.
+const MAX_FIELD_BYTES: usize = 96;
+/// Longest description of one BadRequest violation, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 160;
+/// Most violations listed; a request with more is summarized. With the caps
+/// above the encoded details stay under 7 KiB (about 9 KiB as base64), so the
+/// whole status fits well inside HTTP/2's customary 16 KiB header list.
+const MAX_VIOLATIONS: usize = 20;
+
+/// A classified failure: what a status, or a worker's report acknowledgement,
+/// says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: cap(message.into(), MAX_MESSAGE_BYTES),
+        }
+    }
+
+    pub fn into_status(self) -> Status {
+        status(self.code, self.reason, self.message)
+    }
+}
+
 /// A status with an ErrorInfo of `reason`.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let details = ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::new());
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, cap(message.into(), MAX_MESSAGE_BYTES), details)
 }
 
 /// VALIDATION_FAILED with one BadRequest violation per field.
 pub fn validation_failed<'a>(violations: impl IntoIterator<Item = (&'a str, &'a str)>) -> Status {
+    let violations: Vec<(String, String)> = violations
+        .into_iter()
+        .map(|(field, description)| {
+            (
+                cap(field.to_string(), MAX_FIELD_BYTES),
+                cap(description.to_string(), MAX_DESCRIPTION_BYTES),
+            )
+        })
+        .collect();
     let mut details = ErrorDetails::new();
-    let mut fields = Vec::new();
-    for (field, description) in violations {
-        details.add_bad_request_violation(field, description);
-        fields.push(format!("{field} {description}"));
+    for (field, description) in violations.iter().take(MAX_VIOLATIONS) {
+        details.add_bad_request_violation(field.as_str(), description.as_str());
+    }
+    if violations.len() > MAX_VIOLATIONS {
+        details.add_bad_request_violation(
+            "",
+            format!(
+                "and {} more invalid fields",
+                violations.len() - MAX_VIOLATIONS
+            ),
+        );
     }
     details.set_error_info(
         reasons::VALIDATION_FAILED,
@@ -31,9 +85,33 @@ pub fn validation_failed<'a>(violations: impl IntoIterator<Item = (&'a str, &'a 
     );
     Status::with_error_details(
         Code::InvalidArgument,
-        format!("the request has invalid fields: {}", fields.join("; ")),
+        validation_message(violations.iter().map(|(f, d)| (f.as_str(), d.as_str()))),
         details,
     )
+}
+
+/// The one-line summary of a VALIDATION_FAILED, capped.
+pub fn validation_message<'a>(violations: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let fields: Vec<String> = violations
+        .into_iter()
+        .map(|(field, description)| format!("{field} {description}"))
+        .collect();
+    cap(
+        format!("the request has invalid fields: {}", fields.join("; ")),
+        MAX_MESSAGE_BYTES,
+    )
+}
+
+/// At most `limit` bytes (cut at a character boundary), marked with `…` when cut.
+fn cap(text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 pub fn from_rejection(rejection: Rejection) -> Status {
@@ -60,8 +138,12 @@ pub fn from_rejection(rejection: Rejection) -> Status {
 }
 
 pub fn from_store(error: StoreError) -> Status {
+    store_failure(error).into_status()
+}
+
+pub fn store_failure(error: StoreError) -> Failure {
     match error {
-        StoreError::IdempotencyConflict { existing } => status(
+        StoreError::IdempotencyConflict { existing } => Failure::new(
             Code::AlreadyExists,
             reasons::IDEMPOTENCY_KEY_CONFLICT,
             format!(
@@ -71,16 +153,16 @@ pub fn from_store(error: StoreError) -> Status {
         ),
         StoreError::Database(db_error) => {
             error!(error = %db_error, "database error");
-            status(
+            Failure::new(
                 Code::Unavailable,
                 reasons::DATABASE_UNAVAILABLE,
                 "the task database is unavailable; retry later",
             )
         }
-        StoreError::WriterStopped => shutting_down(),
+        StoreError::WriterStopped => shutting_down_failure(),
         StoreError::Corrupt(detail) => {
             error!(%detail, "corrupt stored data");
-            status(
+            Failure::new(
                 Code::Internal,
                 reasons::INTERNAL_ERROR,
                 "stored data could not be read",
@@ -90,14 +172,18 @@ pub fn from_store(error: StoreError) -> Status {
 }
 
 pub fn from_transition(error: TransitionError, task_id: &str) -> Status {
+    transition_failure(error, task_id).into_status()
+}
+
+pub fn transition_failure(error: TransitionError, task_id: &str) -> Failure {
     match error {
-        TransitionError::NotFound => not_found(task_id),
-        TransitionError::Invalid { from, to } => status(
+        TransitionError::NotFound => not_found_failure(task_id),
+        TransitionError::Invalid { from, to } => Failure::new(
             Code::FailedPrecondition,
             reasons::INVALID_TRANSITION,
             format!("task {task_id} is {from} and cannot become {to}"),
         ),
-        TransitionError::LeaseLost { holder } => status(
+        TransitionError::LeaseLost { holder } => Failure::new(
             Code::FailedPrecondition,
             reasons::LEASE_LOST,
             match holder {
@@ -108,12 +194,16 @@ pub fn from_transition(error: TransitionError, task_id: &str) -> Status {
                 None => format!("task {task_id} is not held under this lease"),
             },
         ),
-        TransitionError::Store(store) => from_store(store),
+        TransitionError::Store(store) => store_failure(store),
     }
 }
 
 pub fn shutting_down() -> Status {
-    status(
+    shutting_down_failure().into_status()
+}
+
+fn shutting_down_failure() -> Failure {
+    Failure::new(
         Code::Unavailable,
         reasons::SHUTTING_DOWN,
         "the intake is shutting down; retry against another instance",
@@ -121,9 +211,53 @@ pub fn shutting_down() -> Status {
 }
 
 pub fn not_found(task_id: &str) -> Status {
-    status(
+    not_found_failure(task_id).into_status()
+}
+
+fn not_found_failure(task_id: &str) -> Failure {
+    Failure::new(
         Code::NotFound,
         reasons::TASK_NOT_FOUND,
         format!("task {task_id} does not exist"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn giant_messages_and_violations_are_capped() {
+        let huge = "x".repeat(1 << 20);
+        let status = status(Code::InvalidArgument, reasons::VALIDATION_FAILED, huge);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+
+        let huge = "\u{10FFFF}".repeat(1 << 18); // four bytes a character
+        let many: Vec<(String, String)> = (0..1000)
+            .map(|i| (format!("field{i}{huge}"), huge.clone()))
+            .collect();
+        let status = validation_failed(many.iter().map(|(f, d)| (f.as_str(), d.as_str())));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        let details = status.get_error_details();
+        let violations = details
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
+        assert_eq!(violations.len(), MAX_VIOLATIONS + 1);
+        assert!(violations.iter().all(|v| {
+            v.description.len() <= MAX_DESCRIPTION_BYTES && v.field.len() <= MAX_FIELD_BYTES
+        }));
+        assert!(
+            status.details().len() < 7 * 1024,
+            "{}",
+            status.details().len()
+        );
+    }
+
+    #[test]
+    fn capping_respects_character_boundaries() {
+        assert_eq!(cap("héllo wörld".to_string(), 8), "héll…");
+        assert_eq!(cap("hé".to_string(), 3), "hé");
+        assert_eq!(cap("éééé".to_string(), 6), "é…");
+    }
 }

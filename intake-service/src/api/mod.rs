@@ -2,7 +2,9 @@
 //! types out. Handlers stay thin; every mapping lives in [`convert`] and [`errors`].
 
 pub mod convert;
+pub mod dispatch_service;
 pub mod errors;
 pub mod operator_service;
 pub mod page_token;
+pub mod status_change;
 pub mod task_service;

@@ -62,7 +62,19 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             database_backend: self.store.backend().as_str().to_string(),
             database_reachable: reachable,
             task_counts,
-            workers: self.dispatcher.connected_workers(),
+            workers: self
+                .dispatcher
+                .connected_workers()
+                .into_iter()
+                .map(|worker| pb::ConnectedWorker {
+                    worker_id: worker.worker_id,
+                    capacity: worker.capacity,
+                    in_flight: worker.in_flight,
+                    executor: worker.executor,
+                    version: worker.version,
+                    draining: worker.draining,
+                })
+                .collect(),
             uptime_seconds: i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX),
             version: SERVICE_VERSION.to_string(),
         }))

@@ -6,24 +6,22 @@ use std::sync::Arc;
 
 use futures::Stream;
 use jct::reasons;
-use jct::structs::struct_to_json;
 use jct::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::policy::{self, PolicyConfig};
-use crate::store::{ListFilter, Store, TaskWatch, Transition};
-use crate::task::{Status as TaskStatus, TaskError};
+use crate::store::{ListFilter, Store, TaskWatch};
+use crate::task::Status as TaskStatus;
 
 use super::convert::{draft_from_request, spec_to_pb, task_to_pb};
 use super::errors::{self, validation_failed};
 use super::page_token::{self, PageTokenError};
+use super::status_change::{StatusFields, read_transition};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 500;
-const MAX_TRACE_URI_CHARS: usize = 2048;
-const MAX_ERROR_MESSAGE_CHARS: usize = 16 * 1024;
 
 /// What every TaskService call needs.
 pub struct TaskApi {
@@ -172,7 +170,13 @@ impl pb::task_service_server::TaskService for TaskApi {
         request: Request<pb::UpdateStatusRequest>,
     ) -> RpcResult<pb::Task> {
         let request = request.into_inner();
-        let change = transition_from_request(&request)?;
+        let change = read_transition(&StatusFields::from(&request), "").map_err(|violations| {
+            validation_failed(
+                violations
+                    .iter()
+                    .map(|v| (v.field.as_str(), v.description.as_str())),
+            )
+        })?;
         let task = self
             .store
             .transition(change)
@@ -200,126 +204,6 @@ fn watch_stream(watch: TaskWatch, stopping: CancellationToken) -> TaskStream {
             }
         },
     ))
-}
-
-/// Reads an UpdateStatus request, checking every field against the target status.
-pub fn transition_from_request(request: &pb::UpdateStatusRequest) -> Result<Transition, Status> {
-    let mut violations: Vec<(&str, String)> = Vec::new();
-    let task_id = Uuid::parse_str(&request.task_id);
-    if task_id.is_err() {
-        violations.push(("task_id", "must be a task id (a UUID)".to_string()));
-    }
-    let to = TaskStatus::parse(&request.status);
-    if to.is_none() {
-        violations.push((
-            "status",
-            format!(
-                "must be one of running, completed, failed, cancelled, got {:?}",
-                request.status
-            ),
-        ));
-    }
-    let lease_token = match request.lease_token.as_str() {
-        "" => None,
-        text => match Uuid::parse_str(text) {
-            Ok(token) => Some(token),
-            Err(_) => {
-                violations.push((
-                    "lease_token",
-                    "must be the lease token of an assignment".to_string(),
-                ));
-                None
-            }
-        },
-    };
-    let result = match &request.result {
-        None => None,
-        Some(result) => match struct_to_json(result) {
-            Ok(map) => Some(map),
-            Err(bad) => {
-                violations.push(("result", format!("has a non-finite number at {}", bad.path)));
-                None
-            }
-        },
-    };
-    if let Some(size) = result
-        .as_ref()
-        .map(|map| serde_json::to_vec(map).map_or(usize::MAX, |b| b.len()))
-        && size > policy::MAX_DOCUMENT_BYTES
-    {
-        violations.push((
-            "result",
-            format!(
-                "is {size} bytes as JSON; the limit is {}",
-                policy::MAX_DOCUMENT_BYTES
-            ),
-        ));
-    }
-    let error = request.error.as_ref().map(|error| TaskError {
-        code: error.code.clone(),
-        message: error
-            .message
-            .chars()
-            .take(MAX_ERROR_MESSAGE_CHARS)
-            .collect(),
-    });
-    if let Some(error) = &error
-        && (error.code.is_empty() || error.code.chars().count() > 64)
-    {
-        violations.push(("error.code", "must be 1-64 characters".to_string()));
-    }
-    if request.trace_uri.chars().count() > MAX_TRACE_URI_CHARS {
-        violations.push((
-            "trace_uri",
-            format!("must be at most {MAX_TRACE_URI_CHARS} characters"),
-        ));
-    }
-    match to {
-        Some(TaskStatus::Completed) => {
-            if request.result.is_none() {
-                violations.push(("result", "is required to complete a task".to_string()));
-            }
-            if request.error.is_some() {
-                violations.push(("error", "must be unset for a completed task".to_string()));
-            }
-        }
-        Some(TaskStatus::Failed) => {
-            if request.error.is_none() {
-                violations.push(("error", "is required to fail a task".to_string()));
-            }
-            if request.result.is_some() {
-                violations.push(("result", "must be unset for a failed task".to_string()));
-            }
-        }
-        Some(_) => {
-            if request.result.is_some() {
-                violations.push((
-                    "result",
-                    format!("must be unset for status {}", request.status),
-                ));
-            }
-            if request.error.is_some() && to != Some(TaskStatus::Cancelled) {
-                violations.push((
-                    "error",
-                    format!("must be unset for status {}", request.status),
-                ));
-            }
-        }
-        None => {}
-    }
-    let (Ok(task_id), Some(to), true) = (task_id, to, violations.is_empty()) else {
-        return Err(validation_failed(
-            violations.iter().map(|(f, d)| (*f, d.as_str())),
-        ));
-    };
-    Ok(Transition {
-        task_id,
-        to,
-        result,
-        error,
-        trace_uri: non_empty(Some(request.trace_uri.clone())),
-        lease_token,
-    })
 }
 
 pub fn parse_task_id(task_id: &str) -> Result<Uuid, Status> {

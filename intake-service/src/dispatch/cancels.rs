@@ -1,11 +1,11 @@
 //! Cancellations of running tasks reach the worker holding them: from this
 //! replica's own commits and, on Postgres, from every replica's (NOTIFY).
 
-use jct::v1 as pb;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
 use super::Dispatcher;
+use super::messages::{LeaseRef, ToWorker};
 
 pub(super) async fn run(dispatcher: Dispatcher) {
     let shutdown = dispatcher.inner.shutdown.clone();
@@ -28,13 +28,10 @@ pub(super) async fn run(dispatcher: Dispatcher) {
         let registry = dispatcher.registry();
         if let Some((_, holder)) = registry.holder(notice.task_id, notice.lease_token) {
             debug!(task_id = %notice.task_id, worker_id = %holder.worker_id, "forwarding cancellation");
-            let cancel = pb::DispatchMessage {
-                kind: Some(pb::dispatch_message::Kind::Cancel(pb::CancelTask {
-                    task_id: notice.task_id.to_string(),
-                    lease_token: notice.lease_token.to_string(),
-                })),
-            };
-            let _ = holder.outbox.try_send(Ok(cancel));
+            let _ = holder.outbox.try_send(ToWorker::Cancel(LeaseRef {
+                task_id: notice.task_id,
+                lease_token: notice.lease_token,
+            }));
         }
     }
 }

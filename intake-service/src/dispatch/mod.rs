@@ -7,23 +7,28 @@
 //! Leases, not streams, are the truth: a task's lease lives in the database, so a
 //! worker that reconnects (to this replica or another) keeps its tasks, and a
 //! worker presumed dead cannot report over a newer attempt.
+//!
+//! Everything here speaks [`messages`]; the gRPC handler converts them to and
+//! from the wire (`api::dispatch_service`).
 
+mod answers;
 mod cancels;
+pub mod messages;
 mod pump;
 mod registry;
 mod rescuer;
-pub mod session;
+mod session;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jct::v1 as pb;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{RetryPolicy, Store};
 
+use messages::WorkerSummary;
 use registry::Registry;
 
 #[derive(Debug, Clone, Copy)]
@@ -96,10 +101,10 @@ impl Dispatcher {
         tasks.spawn(cancels::run(self.clone()));
     }
 
-    pub fn connected_workers(&self) -> Vec<pb::ConnectedWorker> {
+    pub fn connected_workers(&self) -> Vec<WorkerSummary> {
         self.registry()
             .sessions()
-            .map(|session| pb::ConnectedWorker {
+            .map(|session| WorkerSummary {
                 worker_id: session.worker_id.clone(),
                 capacity: session.capacity,
                 in_flight: u32::try_from(session.held.len()).unwrap_or(u32::MAX),

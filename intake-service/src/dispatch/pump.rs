@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use jct::v1 as pb;
 use tracing::{debug, warn};
 
-use crate::api::convert::{task_to_pb, timestamp};
 use crate::store::lease::Release;
 use crate::task::{Task, now_micros};
 
 use super::Dispatcher;
+use super::messages::{Assignment, ToWorker};
 use super::registry::SessionId;
 
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
@@ -72,8 +71,7 @@ async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreEr
 
 /// Sends claimed tasks to their session; hands back any it can no longer take.
 async fn deliver(dispatcher: &Dispatcher, session: SessionId, tasks: Vec<Task>) {
-    let heartbeat_ms =
-        u32::try_from(dispatcher.config().heartbeat_interval().as_millis()).unwrap_or(u32::MAX);
+    let heartbeat_interval = dispatcher.config().heartbeat_interval();
     let mut undelivered = Vec::new();
     {
         let mut registry = dispatcher.registry();
@@ -86,20 +84,24 @@ async fn deliver(dispatcher: &Dispatcher, session: SessionId, tasks: Vec<Task>) 
                 undelivered.push(task);
                 continue;
             };
-            let assignment = pb::DispatchMessage {
-                kind: Some(pb::dispatch_message::Kind::Assignment(pb::Assignment {
-                    task: Some(task_to_pb(&task)),
-                    lease_token: lease.token.to_string(),
-                    lease_expires_at: Some(timestamp(lease.expires_at)),
-                    attempt: task.attempt,
-                    heartbeat_interval_ms: heartbeat_ms,
-                })),
-            };
-            if outbox.try_send(Ok(assignment)).is_ok() {
-                registry.hold(session, task.id, lease.token);
-                debug!(task_id = %task.id, attempt = task.attempt, "task assigned");
-            } else {
-                undelivered.push(task);
+            let (task_id, attempt) = (task.id, task.attempt);
+            let assignment = ToWorker::Assign(Box::new(Assignment {
+                lease_token: lease.token,
+                lease_expires_at: lease.expires_at,
+                attempt,
+                heartbeat_interval,
+                task,
+            }));
+            match outbox.try_send(assignment) {
+                Ok(()) => {
+                    registry.hold(session, task_id, lease.token);
+                    debug!(%task_id, attempt, "task assigned");
+                }
+                Err(refused) => {
+                    if let ToWorker::Assign(assignment) = refused.into_inner() {
+                        undelivered.push(assignment.task);
+                    }
+                }
             }
         }
     }

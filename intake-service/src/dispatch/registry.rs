@@ -3,15 +3,15 @@
 
 use std::collections::HashMap;
 
-use jct::v1 as pb;
 use tokio::sync::mpsc;
-use tonic::Status;
 use uuid::Uuid;
+
+use super::messages::ToWorker;
 
 /// Identifies one stream (a worker may reconnect under the same worker id).
 pub type SessionId = u64;
 
-pub type Outbox = mpsc::Sender<Result<pb::DispatchMessage, Status>>;
+pub type Outbox = mpsc::Sender<ToWorker>;
 
 pub struct Session {
     pub worker_id: String,

@@ -2,12 +2,12 @@
 //! to the queue after a backoff, or fail with WORKER_LOST when their attempts are
 //! spent. Every replica runs one; the lease guard makes their work idempotent.
 
-use jct::v1 as pb;
 use tracing::{info, warn};
 
 use crate::store::lease::{Release, Released};
 
 use super::Dispatcher;
+use super::messages::{LeaseRef, ToWorker};
 
 const BATCH: u64 = 500;
 
@@ -47,13 +47,10 @@ async fn rescue_expired(dispatcher: &Dispatcher) -> Result<(), crate::store::Sto
         info!(%task_id, outcome = ?released, "lease expired");
         let mut registry = dispatcher.registry();
         if let Some((session, holder)) = registry.holder(task_id, lease_token) {
-            let lost = pb::DispatchMessage {
-                kind: Some(pb::dispatch_message::Kind::LeaseLost(pb::LeaseLost {
-                    task_id: task_id.to_string(),
-                    lease_token: lease_token.to_string(),
-                })),
-            };
-            let _ = holder.outbox.try_send(Ok(lost));
+            let _ = holder.outbox.try_send(ToWorker::LeaseLost(LeaseRef {
+                task_id,
+                lease_token,
+            }));
             registry.release(session, task_id);
         }
     }

@@ -12,6 +12,7 @@ mod connect;
 pub mod entity;
 mod insert;
 pub mod lease;
+mod lease_fate;
 mod notify;
 mod read;
 mod transition;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use connect::{Backend, SqliteSynchronous, StoreOptions, migrate_only, redact};
 pub use insert::Enqueued;
 pub use lease::{Release, Released, RetryPolicy};
+pub use lease_fate::LeaseFate;
 pub use read::{ListFilter, StatusCounts};
 pub use transition::{Transition, TransitionError};
 pub use watch::TaskWatch;
@@ -41,6 +43,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("idempotency key was used for a different request (task {existing})")]
     IdempotencyConflict { existing: Uuid },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later (the database may come back).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Database(_))
+    }
 }
 
 /// A running task whose worker must stop: it was cancelled.

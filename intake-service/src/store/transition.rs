@@ -36,6 +36,14 @@ pub enum TransitionError {
     Store(#[from] StoreError),
 }
 
+impl TransitionError {
+    /// Whether the same change may succeed later (only a store that cannot
+    /// answer now, or is stopping, is worth a retry).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TransitionError::Store(error) if error.is_retryable() || matches!(error, StoreError::WriterStopped))
+    }
+}
+
 pub(super) async fn apply(
     txn: &impl ConnectionTrait,
     change: &Transition,
@@ -164,6 +172,17 @@ async fn classify(
             current.id, current.status
         ))));
     };
+    // a worker whose lease is gone (the rescuer queued the task again, another
+    // worker runs it) learns that, not that `queued → completed` is invalid;
+    // a finished task stays an invalid transition for everyone
+    if let Some(presented) = change.lease_token
+        && current.lease_token != Some(presented)
+        && !from.is_terminal()
+    {
+        return Ok(TransitionError::LeaseLost {
+            holder: current.worker_id,
+        });
+    }
     let reportable = from.can_move_to(change.to)
         || (from == Status::Running
             && change.to == Status::Running
