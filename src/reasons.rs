@@ -18,11 +18,16 @@ pub const IDEMPOTENCY_KEY_CONFLICT: &str = "IDEMPOTENCY_KEY_CONFLICT";
 pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
 pub const LEASE_LOST: &str = "LEASE_LOST";
 pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
-/// The database refused a value the request carries; resending it unchanged fails
-/// the same way.
-pub const REJECTED_BY_DATABASE: &str = "REJECTED_BY_DATABASE";
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+/// No token, or one the intake does not know.
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// The caller's roles do not admit the method.
+pub const ROLE_NOT_ALLOWED: &str = "ROLE_NOT_ALLOWED";
+/// A client asked for a status only the worker holding the lease may report.
+pub const WORKER_ONLY_TRANSITION: &str = "WORKER_ONLY_TRANSITION";
+/// Another principal's worker is attached under this worker id.
+pub const WORKER_ID_TAKEN: &str = "WORKER_ID_TAKEN";
 
 /// Error codes of `Task.error` set by JCT itself (executors add their own).
 pub mod task_error {

@@ -2,6 +2,7 @@
 //! with a flag mirroring it; `intake-service --help` explains each.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -111,6 +112,17 @@ pub struct IntakeConfig {
     #[arg(long, env = "JCT_DB_MAX_CONNECTIONS", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=512))]
     pub db_max_connections: u32,
+
+    /// The callers: one `TOKEN,PRINCIPAL,ROLE[,ROLE…]` per line (`TOKEN` may be
+    /// `sha256:<hex>` of the token). SIGHUP re-reads it. Unset: no
+    /// authentication, every caller is `anonymous` with every role, and the intake
+    /// serves loopback only unless JCT_INSECURE=true.
+    #[arg(long, env = "JCT_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Allow serving a non-loopback address without JCT_AUTH_TOKENS_FILE.
+    #[arg(long, env = "JCT_INSECURE", default_value_t = false, action = ArgAction::Set)]
+    pub insecure: bool,
 }
 
 impl IntakeConfig {

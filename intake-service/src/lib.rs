@@ -7,6 +7,7 @@
 //! queued tasks to connected workers under leases).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod policy;

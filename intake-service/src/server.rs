@@ -19,6 +19,8 @@ use tracing::{info, warn};
 use crate::api::dispatch_service::DispatchApi;
 use crate::api::operator_service::OperatorApi;
 use crate::api::task_service::TaskApi;
+use crate::auth::layer::{AuthLayer, DenialSink, LogOnly};
+use crate::auth::{Authenticator, TokensFileError};
 use crate::config::IntakeConfig;
 use crate::dispatch::Dispatcher;
 use crate::policy::PolicyConfig;
@@ -39,6 +41,38 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("JCT_AUTH_TOKENS_FILE: {0}")]
+    Tokens(#[from] TokensFileError),
+    #[error(
+        "refusing to serve {0} without authentication: set JCT_AUTH_TOKENS_FILE to a tokens \
+         file (TOKEN,PRINCIPAL,ROLE per line), listen on a loopback address \
+         (JCT_INTAKE_ADDR=127.0.0.1:50051), or set JCT_INSECURE=true to let every caller in \
+         as `anonymous`"
+    )]
+    Insecure(std::net::SocketAddr),
+    #[error("the listener has no local address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Secure by default: the callers from the tokens file, or (without one) nobody
+/// beyond this host unless the operator said JCT_INSECURE=true.
+fn authenticator(
+    config: &IntakeConfig,
+    address: std::net::SocketAddr,
+) -> Result<Authenticator, ServeError> {
+    match &config.auth_tokens_file {
+        Some(path) => {
+            let auth = Authenticator::from_file(path)?;
+            info!(path = %path.display(), "authentication on: callers from the tokens file");
+            Ok(auth)
+        }
+        None if address.ip().is_loopback() => Ok(Authenticator::open()),
+        None if config.insecure => {
+            warn!(%address, "JCT_INSECURE=true: serving without authentication beyond loopback");
+            Ok(Authenticator::open())
+        }
+        None => Err(ServeError::Insecure(address)),
+    }
 }
 
 /// Runs the intake on `listener` until `shutdown` resolves, then drains: health
@@ -49,6 +83,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let auth = authenticator(
+        &config,
+        listener.local_addr().map_err(ServeError::Listener)?,
+    )?;
     let store = Store::open(config.store_options()).await?;
     info!(backend = store.backend().as_str(), "database ready");
     let stopping = CancellationToken::new();
@@ -56,6 +94,14 @@ pub async fn serve(
     if let Some(listener) = store.notification_listener(stopping.clone()) {
         background.spawn(listener);
     }
+
+    #[cfg(unix)]
+    if auth.is_enforcing()
+        && let Some(reloader) = crate::auth::reload::on_sighup(auth.clone(), stopping.clone())
+    {
+        background.spawn(reloader);
+    }
+    let denials: std::sync::Arc<dyn DenialSink> = std::sync::Arc::new(LogOnly);
 
     let dispatcher = Dispatcher::new(store.clone(), config.dispatch_config(), stopping.clone());
     dispatcher.spawn(&mut background);
@@ -87,6 +133,7 @@ pub async fn serve(
         // detects workers that vanished without closing their stream
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .layer(AuthLayer::new(auth, denials))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

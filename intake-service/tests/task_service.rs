@@ -21,7 +21,7 @@ on_both_backends!(
     concurrent_enqueues_with_one_key_store_one_task,
     paging_neither_skips_nor_repeats_while_tasks_are_enqueued,
     list_filters_match_exactly,
-    status_updates_follow_the_state_machine,
+    clients_only_cancel,
     acknowledged_tasks_survive_a_restart,
 );
 
@@ -512,7 +512,10 @@ async fn list_filters_match_exactly(url: &str) {
     intake.stop().await;
 }
 
-async fn status_updates_follow_the_state_machine(url: &str) {
+/// The attack of issue 9: with no lease, a client moved a queued task to
+/// `running` (where the rescuer never looked again), then to `completed` with a
+/// forged result. Clients only cancel.
+async fn clients_only_cancel(url: &str) {
     let intake = TestIntake::start(url, "myorg/").await;
     let mut client = intake.client.clone();
     let id = client
@@ -526,157 +529,97 @@ async fn status_updates_follow_the_state_machine(url: &str) {
         status: status.into(),
         ..Default::default()
     };
-    let result = prost_types::Struct {
+    let forged = prost_types::Struct {
         fields: [(
-            "ok".to_string(),
+            "merged_by".to_string(),
             prost_types::Value {
-                kind: Some(prost_types::value::Kind::BoolValue(true)),
+                kind: Some(prost_types::value::Kind::StringValue("mallory".into())),
             },
         )]
         .into(),
     };
-
-    let status = client
-        .update_status(pb::UpdateStatusRequest {
-            result: Some(result.clone()),
+    let attempts = [
+        update("running"),
+        pb::UpdateStatusRequest {
+            result: Some(forged.clone()),
             ..update("completed")
-        })
-        .await
-        .expect_err("queued -> completed");
-    assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::FailedPrecondition, "INVALID_TRANSITION")
-    );
-
-    let running = client
-        .update_status(update("running"))
-        .await
-        .expect("running")
-        .into_inner();
-    assert_eq!((running.status.as_str(), running.attempt), ("running", 1));
-    assert!(running.started_at.is_some() && running.completed_at.is_none());
-
-    let status = client
-        .update_status(update("completed"))
-        .await
-        .expect_err("completed needs a result");
-    assert_eq!(reason(&status), "VALIDATION_FAILED");
-    let status = client
-        .update_status(pb::UpdateStatusRequest {
-            result: Some(result.clone()),
+        },
+        pb::UpdateStatusRequest {
             error: Some(pb::TaskError {
-                code: "X".into(),
-                message: "y".into(),
+                code: "E".into(),
+                message: "m".into(),
             }),
-            ..update("completed")
+            ..update("failed")
+        },
+        pb::UpdateStatusRequest {
+            lease_token: uuid::Uuid::new_v4().to_string(),
+            ..update("running")
+        },
+        update("queued"),
+        update("pending"),
+    ];
+    for attempt in attempts {
+        let to = attempt.status.clone();
+        let status = client
+            .update_status(attempt)
+            .await
+            .expect_err("only workers report");
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::PermissionDenied, "WORKER_ONLY_TRANSITION"),
+            "queued -> {to}"
+        );
+    }
+    let task = client
+        .get_task(pb::GetTaskRequest {
+            task_id: id.clone(),
         })
         .await
-        .expect_err("result xor error");
-    assert_eq!(reason(&status), "VALIDATION_FAILED");
+        .expect("get")
+        .into_inner();
+    assert_eq!((task.status.as_str(), task.attempt), ("queued", 0));
+    assert!(task.result.is_none());
+
     let status = client
         .update_status(update("bogus"))
         .await
         .expect_err("unknown status");
     assert_eq!(reason(&status), "VALIDATION_FAILED");
 
-    let done = client
-        .update_status(pb::UpdateStatusRequest {
-            result: Some(result.clone()),
-            trace_uri: "file:///tmp/t".into(),
-            ..update("completed")
-        })
-        .await
-        .expect("complete")
-        .into_inner();
-    assert_eq!(done.status, "completed");
-    assert!(done.completed_at.is_some() && done.error.is_none());
-    assert_eq!(done.result, Some(result));
-    assert_eq!(done.trace_uri, "file:///tmp/t");
-
-    for next in ["running", "failed", "cancelled", "queued", "completed"] {
-        let status = client
-            .update_status(pb::UpdateStatusRequest {
-                error: (next == "failed").then(|| pb::TaskError {
-                    code: "E".into(),
-                    message: "m".into(),
-                }),
-                result: (next == "completed").then(prost_types::Struct::default),
-                ..update(next)
-            })
-            .await
-            .expect_err("terminal is immutable");
-        assert_eq!(
-            (status.code(), reason(&status).as_str()),
-            (Code::FailedPrecondition, "INVALID_TRANSITION"),
-            "completed -> {next}"
-        );
-    }
-
-    let second = client
-        .enqueue(enqueue_request("Cancel me"))
-        .await
-        .expect("enqueue")
-        .into_inner()
-        .task_id;
+    // a client's cancellation cannot plant a trace location
     let cancelled = client
         .update_status(pb::UpdateStatusRequest {
-            task_id: second.clone(),
-            status: "cancelled".into(),
-            ..Default::default()
+            trace_uri: "https://evil.example/trace".into(),
+            lease_token: uuid::Uuid::new_v4().to_string(),
+            ..update("cancelled")
         })
         .await
         .expect("cancel queued")
         .into_inner();
     assert_eq!(cancelled.status, "cancelled");
     assert!(cancelled.completed_at.is_some());
+    assert_eq!(cancelled.trace_uri, "");
 
-    let third = client
-        .enqueue(enqueue_request("Fail me"))
-        .await
-        .expect("enqueue")
-        .into_inner()
-        .task_id;
-    client
-        .update_status(pb::UpdateStatusRequest {
-            task_id: third.clone(),
-            status: "running".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("run");
-    let failed = client
-        .update_status(pb::UpdateStatusRequest {
-            task_id: third.clone(),
-            status: "failed".into(),
-            error: Some(pb::TaskError {
-                code: "EXIT_STATUS".into(),
-                message: "exit 1".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("fail")
-        .into_inner();
-    assert_eq!(
-        (failed.status.as_str(), failed.error.map(|e| e.code)),
-        ("failed", Some("EXIT_STATUS".to_string()))
-    );
-    assert!(failed.result.is_none());
+    for next in ["cancelled", "completed"] {
+        let status = client
+            .update_status(pb::UpdateStatusRequest {
+                result: (next == "completed").then(prost_types::Struct::default),
+                ..update(next)
+            })
+            .await
+            .expect_err("terminal is immutable");
+        let expected = if next == "cancelled" {
+            (Code::FailedPrecondition, "INVALID_TRANSITION")
+        } else {
+            (Code::PermissionDenied, "WORKER_ONLY_TRANSITION")
+        };
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            expected,
+            "{next}"
+        );
+    }
 
-    let stale = client
-        .update_status(pb::UpdateStatusRequest {
-            task_id: third,
-            status: "failed".into(),
-            error: Some(pb::TaskError {
-                code: "E".into(),
-                message: "m".into(),
-            }),
-            lease_token: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("terminal");
-    assert_eq!(reason(&stale), "INVALID_TRANSITION");
     let missing = client
         .update_status(pb::UpdateStatusRequest {
             task_id: uuid::Uuid::now_v7().to_string(),

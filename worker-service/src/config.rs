@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::executor::{CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits};
+use crate::intake::IntakeLink;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Parser)]
@@ -21,6 +22,11 @@ pub struct WorkerConfig {
     /// Where the intake is.
     #[arg(long, env = "JCT_INTAKE_URL", default_value = "http://127.0.0.1:50051")]
     pub intake_url: String,
+
+    /// File holding this worker's bearer token for the intake (one line). Read
+    /// at every attach, so a rotated token needs no restart. Unset: no token.
+    #[arg(long, env = "JCT_WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<PathBuf>,
 
     /// Root of the trace folders: one per task, `<root>/<task_id>/`.
     #[arg(long, env = "JCT_TRACE_ROOT", default_value = "./traces")]
@@ -109,6 +115,13 @@ impl WorkerConfig {
     /// Every default, for tests and the local launcher.
     pub fn defaults() -> Self {
         WorkerConfig::parse_from(["worker-service"])
+    }
+
+    pub fn intake_link(&self) -> IntakeLink {
+        IntakeLink {
+            url: self.intake_url.clone(),
+            token_file: self.worker_token_file.clone(),
+        }
     }
 
     pub fn worker_id(&self) -> String {

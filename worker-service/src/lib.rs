@@ -9,6 +9,7 @@
 pub mod config;
 pub mod executor;
 pub mod health;
+pub mod intake;
 pub mod runner;
 pub mod session;
 pub mod task_json;

@@ -19,11 +19,11 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::health::Health;
+use crate::intake::IntakeLink;
 use crate::runner::{self, RunnerContext, StopReason, TaskControl};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -96,7 +96,7 @@ fn is_retryable(reason: &str) -> bool {
 
 /// Everything the stream loop needs.
 pub struct Session {
-    pub intake_url: String,
+    pub intake: IntakeLink,
     pub worker_id: String,
     pub capacity: u32,
     pub executor: String,
@@ -127,7 +127,7 @@ pub struct ReportQueue(mpsc::UnboundedReceiver<PendingReport>);
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        intake_url: String,
+        intake: IntakeLink,
         worker_id: String,
         capacity: u32,
         executor: String,
@@ -137,7 +137,7 @@ impl Session {
         health: Health,
     ) -> Self {
         Self {
-            intake_url,
+            intake,
             worker_id,
             capacity,
             executor,
@@ -160,7 +160,7 @@ impl Session {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures.is_multiple_of(20) {
-                        warn!(intake = %self.intake_url, %error, failures, "intake unreachable; retrying");
+                        warn!(intake = %self.intake.url, %error, failures, "intake unreachable; retrying");
                     }
                 }
             }
@@ -177,7 +177,13 @@ impl Session {
     }
 
     async fn attach_once(&mut self, stopped: &CancellationToken) -> Result<(), tonic::Status> {
-        let channel = connect(&self.intake_url)
+        let authorization = self
+            .intake
+            .authorization()
+            .map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+        let channel = self
+            .intake
+            .connect()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = DispatchServiceClient::new(channel);
@@ -198,11 +204,14 @@ impl Session {
         for pending in self.pending.values() {
             let _ = outbox.try_send(message(Outbound::Report(pending.report.clone())));
         }
-        let mut inbound = client
-            .attach(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
-        info!(intake = %self.intake_url, worker_id = %self.worker_id, "attached to the intake");
+        let mut request = tonic::Request::new(ReceiverStream::new(outbound));
+        if let Some(authorization) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization);
+        }
+        let mut inbound = client.attach(request).await?.into_inner();
+        info!(intake = %self.intake.url, worker_id = %self.worker_id, "attached to the intake");
         self.health
             .set_attached(!self.draining.load(Ordering::SeqCst))
             .await;
@@ -360,18 +369,6 @@ impl Session {
 
 fn message(kind: Outbound) -> pb::WorkerMessage {
     pb::WorkerMessage { kind: Some(kind) }
-}
-
-async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // notices an intake that vanished without closing the stream
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
 }
 
 /// Capped exponential backoff with jitter.

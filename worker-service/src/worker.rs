@@ -39,6 +39,11 @@ pub async fn run(
         ExecutorKind::Command => Some(config.command_config().map_err(WorkerError::Config)?),
         ExecutorKind::Record => None,
     };
+    // a token file that cannot be used is a configuration error, said at start
+    config
+        .intake_link()
+        .authorization()
+        .map_err(|error| WorkerError::Config(error.to_string()))?;
     std::fs::create_dir_all(&config.trace_root).map_err(|source| WorkerError::Io {
         what: format!("the trace root {}", config.trace_root.display()),
         source,
@@ -74,7 +79,7 @@ pub async fn run(
     });
     let running = RunningTasks::default();
     let session = Session::new(
-        config.intake_url.clone(),
+        config.intake_link(),
         worker_id.clone(),
         config.capacity,
         config.executor.as_str().to_string(),

@@ -14,15 +14,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::dispatch::Dispatcher;
+use crate::auth::{AuthError, Principal};
 use crate::dispatch::messages::{
     Ack, Assignment, Closing, FromWorker, Hello, LeaseRef, MAX_CAPACITY, Refusal, Report,
     ReportChange, ToWorker,
 };
+use crate::dispatch::{Dispatcher, WorkerIdTaken};
 use crate::policy::FieldViolation;
 
 use super::convert::{task_to_pb, timestamp};
-use super::errors::{Failure, status, transition_failure, validation_failed, validation_message};
+use super::errors::{
+    self, Failure, status, transition_failure, validation_failed, validation_message,
+};
 use super::status_change::{StatusFields, read_transition};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +51,13 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<DispatchStream>, Status> {
+        // the auth layer puts the caller on every request it lets through; none
+        // means the layer is missing, and a stream without an owner is refused
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .map(|principal| principal.name().to_string())
+            .ok_or_else(|| errors::from_auth(&AuthError::MissingToken))?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(pb::WorkerMessage {
@@ -62,7 +72,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
                 )]));
             }
         };
-        let hello = read_hello(hello).map_err(|violations| {
+        let hello = read_hello(principal, hello).map_err(|violations| {
             validation_failed(
                 violations
                     .iter()
@@ -73,7 +83,15 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
         let messages = inbound
             .take_while(|message| std::future::ready(message.is_ok()))
             .filter_map(|message| std::future::ready(message.ok().and_then(read_message)));
-        let outbound = self.dispatcher.attach(hello, Box::pin(messages));
+        let outbound = self.dispatcher.attach(hello, Box::pin(messages)).map_err(
+            |WorkerIdTaken| {
+                status(
+                    Code::PermissionDenied,
+                    reasons::WORKER_ID_TAKEN,
+                    "this worker id is attached by another principal; use a worker id of your own",
+                )
+            },
+        )?;
         let stream = ReceiverStream::new(outbound).map(write_message);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -81,7 +99,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
 
 // === wire → domain ===
 
-fn read_hello(hello: pb::WorkerHello) -> Result<Hello, Vec<FieldViolation>> {
+fn read_hello(principal: String, hello: pb::WorkerHello) -> Result<Hello, Vec<FieldViolation>> {
     let mut violations = Vec::new();
     if hello.worker_id.is_empty() || hello.worker_id.chars().count() > MAX_WORKER_ID_CHARS {
         violations.push(violation(
@@ -99,6 +117,7 @@ fn read_hello(hello: pb::WorkerHello) -> Result<Hello, Vec<FieldViolation>> {
         return Err(violations);
     }
     Ok(Hello {
+        principal,
         worker_id: hello.worker_id,
         capacity: hello.capacity,
         executor: hello.executor,

@@ -9,8 +9,9 @@
 use jct::reasons::{self, DOMAIN};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracing::{error, warn};
+use tracing::error;
 
+use crate::auth::AuthError;
 use crate::policy::Rejection;
 use crate::store::{StoreError, TransitionError};
 
@@ -142,7 +143,7 @@ pub fn from_store(error: StoreError) -> Status {
 }
 
 pub fn store_failure(error: StoreError) -> Failure {
-    match &error {
+    match error {
         StoreError::IdempotencyConflict { existing } => Failure::new(
             Code::AlreadyExists,
             reasons::IDEMPOTENCY_KEY_CONFLICT,
@@ -151,41 +152,12 @@ pub fn store_failure(error: StoreError) -> Failure {
                  use a new key or resend the original request"
             ),
         ),
-        StoreError::Unavailable(db_error) => {
-            warn!(error = %db_error, "database unavailable");
+        StoreError::Database(db_error) => {
+            error!(error = %db_error, "database error");
             Failure::new(
                 Code::Unavailable,
                 reasons::DATABASE_UNAVAILABLE,
                 "the task database is unavailable; retry later",
-            )
-        }
-        StoreError::Rejected(db_error) => {
-            // deterministic: retrying the same request cannot succeed
-            warn!(error = %db_error, "the database refused a request");
-            Failure::new(
-                Code::InvalidArgument,
-                reasons::REJECTED_BY_DATABASE,
-                "the task database refused a value in this request; \
-                 resending it unchanged fails the same way",
-            )
-        }
-        StoreError::Internal(db_error) => {
-            error!(error = %db_error, "database error");
-            Failure::new(
-                Code::Internal,
-                reasons::INTERNAL_ERROR,
-                "the task database failed unexpectedly",
-            )
-        }
-        StoreError::UnsupportedUrl { .. }
-        | StoreError::LockFile { .. }
-        | StoreError::Locked { .. } => {
-            // configuration errors stop the intake at start; never a request's
-            error!(%error, "store configuration error");
-            Failure::new(
-                Code::Internal,
-                reasons::INTERNAL_ERROR,
-                "the intake is misconfigured",
             )
         }
         StoreError::WriterStopped => shutting_down_failure(),
@@ -249,6 +221,34 @@ fn not_found_failure(task_id: &str) -> Failure {
         reasons::TASK_NOT_FOUND,
         format!("task {task_id} does not exist"),
     )
+}
+
+/// A client asked for a status that only the worker holding the lease reports.
+pub fn worker_only_transition(to: &str) -> Status {
+    status(
+        Code::PermissionDenied,
+        reasons::WORKER_ONLY_TRANSITION,
+        format!(
+            "clients may only cancel a task; {to:?} is reported by the worker holding its lease \
+             over the dispatch stream"
+        ),
+    )
+}
+
+/// A call refused by the auth layer. The message never carries the token.
+pub fn from_auth(error: &AuthError) -> Status {
+    match error {
+        AuthError::MissingToken | AuthError::MalformedToken | AuthError::UnknownToken => status(
+            Code::Unauthenticated,
+            reasons::UNAUTHENTICATED,
+            error.to_string(),
+        ),
+        AuthError::RoleNotAllowed { .. } => status(
+            Code::PermissionDenied,
+            reasons::ROLE_NOT_ALLOWED,
+            error.to_string(),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::policy::{self, PolicyConfig};
-use crate::store::{ListFilter, Store, TaskWatch};
+use crate::store::{ListFilter, Store, TaskWatch, Transition};
 use crate::task::Status as TaskStatus;
 
 use super::convert::{draft_from_request, spec_to_pb, task_to_pb};
@@ -170,6 +170,12 @@ impl pb::task_service_server::TaskService for TaskApi {
         request: Request<pb::UpdateStatusRequest>,
     ) -> RpcResult<pb::Task> {
         let request = request.into_inner();
+        // running, completed and failed come from the lease holder over the
+        // dispatch stream; a client saying so could forge a result or strand a
+        // task in `running` with no lease for the rescuer to expire
+        if TaskStatus::parse(&request.status).is_some_and(|to| to != TaskStatus::Cancelled) {
+            return Err(errors::worker_only_transition(&request.status));
+        }
         let change = read_transition(&StatusFields::from(&request), "").map_err(|violations| {
             validation_failed(
                 violations
@@ -177,6 +183,12 @@ impl pb::task_service_server::TaskService for TaskApi {
                     .map(|v| (v.field.as_str(), v.description.as_str())),
             )
         })?;
+        // a lease and a trace location are a worker's to present
+        let change = Transition {
+            lease_token: None,
+            trace_uri: None,
+            ..change
+        };
         let task = self
             .store
             .transition(change)

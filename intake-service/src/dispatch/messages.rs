@@ -23,6 +23,8 @@ pub struct LeaseRef {
 /// The first message on a stream, already checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
+    /// Who authenticated the stream: a worker id belongs to one principal.
+    pub principal: String,
     pub worker_id: String,
     pub capacity: u32,
     pub executor: String,

@@ -19,6 +19,8 @@ mod registry;
 mod rescuer;
 mod session;
 
+pub use registry::WorkerIdTaken;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 

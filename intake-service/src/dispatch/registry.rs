@@ -14,6 +14,8 @@ pub type SessionId = u64;
 pub type Outbox = mpsc::Sender<ToWorker>;
 
 pub struct Session {
+    /// The authenticated caller that attached it; only it may use the worker id.
+    pub principal: String,
     pub worker_id: String,
     pub capacity: u32,
     pub executor: String,
@@ -34,6 +36,11 @@ impl Session {
     }
 }
 
+/// Another principal's worker is attached under the requested worker id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the worker id is attached by another principal")]
+pub struct WorkerIdTaken;
+
 #[derive(Default)]
 pub struct Registry {
     next_id: SessionId,
@@ -51,18 +58,41 @@ pub struct Hungry {
 // === impl Registry ===
 
 impl Registry {
-    /// Adds a session; returns its id and the session it replaces (same worker id).
-    pub fn register(&mut self, session: Session) -> (SessionId, Option<Session>) {
-        let replaced = self
+    /// Adds a session; returns its id and the session it replaces (same worker
+    /// id, same principal). A worker id attached by another principal is not
+    /// taken over: that would hand its tasks to whoever claims the id.
+    pub fn register(
+        &mut self,
+        session: Session,
+    ) -> Result<(SessionId, Option<Session>), WorkerIdTaken> {
+        let existing = self
             .sessions
             .iter()
             .find(|(_, existing)| existing.worker_id == session.worker_id)
-            .map(|(id, _)| *id)
-            .and_then(|id| self.remove(id));
+            .map(|(id, existing)| (*id, existing.principal == session.principal));
+        let replaced = match existing {
+            Some((_, false)) => return Err(WorkerIdTaken),
+            Some((id, true)) => self.remove(id),
+            None => None,
+        };
         self.next_id += 1;
         let id = self.next_id;
         self.sessions.insert(id, session);
-        (id, replaced)
+        Ok((id, replaced))
+    }
+
+    /// Whether `task` is held here by a session of another principal than
+    /// `session`'s: such a lease is not this worker's to renew or report under.
+    pub fn held_by_another(&self, session: SessionId, task: Uuid) -> bool {
+        let Some(holder) = self.holder_of.get(&task) else {
+            return false;
+        };
+        let principal = |id| {
+            self.sessions
+                .get(id)
+                .map(|s: &Session| s.principal.as_str())
+        };
+        *holder != session && principal(holder) != principal(&session)
     }
 
     /// Removes a session and everything it held.
@@ -143,7 +173,12 @@ mod tests {
     use super::*;
 
     fn session(worker: &str, capacity: u32) -> Session {
+        owned_session("p", worker, capacity)
+    }
+
+    fn owned_session(principal: &str, worker: &str, capacity: u32) -> Session {
         Session {
+            principal: principal.to_string(),
             worker_id: worker.to_string(),
             capacity,
             executor: "record".into(),
@@ -157,7 +192,7 @@ mod tests {
     #[test]
     fn free_slots_follow_holds_and_draining() {
         let mut registry = Registry::default();
-        let (id, _) = registry.register(session("w1", 2));
+        let (id, _) = registry.register(session("w1", 2)).expect("registered");
         let (task, lease) = (Uuid::now_v7(), Uuid::now_v7());
         assert!(registry.hold(id, task, lease));
         assert_eq!(registry.hungry()[0].free, 1);
@@ -172,20 +207,45 @@ mod tests {
     #[test]
     fn a_reconnecting_worker_replaces_its_old_session() {
         let mut registry = Registry::default();
-        let (old, _) = registry.register(session("w1", 2));
+        let (old, _) = registry.register(session("w1", 2)).expect("registered");
         let task = Uuid::now_v7();
         registry.hold(old, task, Uuid::now_v7());
-        let (new, replaced) = registry.register(session("w1", 2));
+        let (new, replaced) = registry.register(session("w1", 2)).expect("registered");
         assert_ne!(old, new);
         assert_eq!(replaced.map(|s| s.held.len()), Some(1));
         assert!(registry.get(old).is_none());
     }
 
     #[test]
+    fn another_principal_cannot_take_a_worker_id() {
+        let mut registry = Registry::default();
+        let (real, _) = registry
+            .register(owned_session("alice", "w1", 2))
+            .expect("registered");
+        let (task, lease) = (Uuid::now_v7(), Uuid::now_v7());
+        registry.hold(real, task, lease);
+        assert!(
+            registry
+                .register(owned_session("mallory", "w1", 2))
+                .is_err()
+        );
+        assert_eq!(registry.holder(task, lease).map(|(id, _)| id), Some(real));
+        let (other, _) = registry
+            .register(owned_session("mallory", "w2", 2))
+            .expect("own id");
+        assert!(registry.held_by_another(other, task));
+        assert!(!registry.held_by_another(real, task));
+        let (sibling, _) = registry
+            .register(owned_session("alice", "w3", 2))
+            .expect("own id");
+        assert!(!registry.held_by_another(sibling, task), "same principal");
+    }
+
+    #[test]
     fn adopting_a_task_moves_it_between_sessions() {
         let mut registry = Registry::default();
-        let (a, _) = registry.register(session("a", 1));
-        let (b, _) = registry.register(session("b", 1));
+        let (a, _) = registry.register(session("a", 1)).expect("registered");
+        let (b, _) = registry.register(session("b", 1)).expect("registered");
         let (task, lease) = (Uuid::now_v7(), Uuid::now_v7());
         registry.hold(a, task, lease);
         registry.hold(b, task, lease);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::store::{Release, Released};
+use crate::store::{Release, Released, TransitionError};
 
 use super::Dispatcher;
 use super::messages::{
@@ -28,14 +28,20 @@ const OUTBOX_SLACK: usize = 256;
 
 impl Dispatcher {
     /// Registers a worker that said `hello` and serves its `inbound` messages
-    /// until the stream ends; returns what to send it.
-    pub fn attach<S>(&self, hello: Hello, inbound: S) -> mpsc::Receiver<ToWorker>
+    /// until the stream ends; returns what to send it, or [`super::WorkerIdTaken`] when
+    /// another principal's worker is attached under the same id.
+    pub fn attach<S>(
+        &self,
+        hello: Hello,
+        inbound: S,
+    ) -> Result<mpsc::Receiver<ToWorker>, super::WorkerIdTaken>
     where
         S: Stream<Item = FromWorker> + Send + Unpin + 'static,
     {
         let capacity = hello.capacity;
         let (outbox, receiver) = mpsc::channel(capacity as usize + OUTBOX_SLACK);
         let session = Session {
+            principal: hello.principal.clone(),
             worker_id: hello.worker_id.clone(),
             capacity,
             executor: hello.executor.clone(),
@@ -44,8 +50,13 @@ impl Dispatcher {
             held: HashMap::new(),
             outbox: outbox.clone(),
         };
-        let (session_id, replaced) = self.registry().register(session);
-        info!(worker_id = %hello.worker_id, capacity, "worker attached");
+        let registered = self.registry().register(session);
+        let Ok((session_id, replaced)) = registered else {
+            warn!(worker_id = %hello.worker_id, principal = %hello.principal,
+                  "attach refused: the worker id is attached by another principal");
+            return Err(super::WorkerIdTaken);
+        };
+        info!(worker_id = %hello.worker_id, principal = %hello.principal, capacity, "worker attached");
 
         let dispatcher = self.clone();
         tokio::spawn(async move {
@@ -54,7 +65,7 @@ impl Dispatcher {
             serve(&dispatcher, session_id, &outbox, inbound).await;
             detach(&dispatcher, session_id, &hello.worker_id).await;
         });
-        receiver
+        Ok(receiver)
     }
 }
 
@@ -67,6 +78,7 @@ async fn adopt(
     held: &[LeaseRef],
     replaced: Option<Session>,
 ) {
+    let held = &own_leases(dispatcher, session, held.to_vec());
     let renewed = match dispatcher
         .store()
         .renew(&pairs(held), dispatcher.config().lease_ttl)
@@ -178,7 +190,14 @@ async fn handle_report(
         task_id,
         change,
     } = report;
+    let foreign = Uuid::parse_str(&task_id)
+        .is_ok_and(|task| dispatcher.registry().held_by_another(session, task));
     let outcome = match change {
+        // a lease handed to another principal's worker is not this worker's to use
+        Ok(_) if foreign => Err((
+            Refusal::Transition(TransitionError::LeaseLost { holder: None }),
+            false,
+        )),
         Ok(change) => apply_report(dispatcher, change).await,
         Err(violations) => Err((Refusal::Invalid(violations), true)),
     };
@@ -244,6 +263,7 @@ async fn renew(
     outbox: &Outbox,
     leases: Vec<LeaseRef>,
 ) {
+    let leases = own_leases(dispatcher, session, leases);
     let renewed = match dispatcher
         .store()
         .renew(&pairs(&leases), dispatcher.config().lease_ttl)
@@ -274,6 +294,15 @@ async fn renew(
 /// What a worker is told about a lease that could not be renewed.
 async fn not_renewed(dispatcher: &Dispatcher, lease: LeaseRef) -> ToWorker {
     super::answers::not_renewed(dispatcher.store(), lease).await
+}
+
+/// The leases a session may use: not those held here by another principal.
+fn own_leases(dispatcher: &Dispatcher, session: SessionId, leases: Vec<LeaseRef>) -> Vec<LeaseRef> {
+    let registry = dispatcher.registry();
+    leases
+        .into_iter()
+        .filter(|lease| !registry.held_by_another(session, lease.task_id))
+        .collect()
 }
 
 fn pairs(leases: &[LeaseRef]) -> Vec<(Uuid, Uuid)> {

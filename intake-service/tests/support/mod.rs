@@ -29,6 +29,19 @@ impl TestIntake {
         Self::start_with(config).await
     }
 
+    /// An intake that authenticates callers against the tokens file at `tokens`.
+    pub async fn start_with_tokens(
+        database_url: &str,
+        prefixes: &str,
+        tokens: &std::path::Path,
+    ) -> TestIntake {
+        let mut config = IntakeConfig::for_database(database_url);
+        config.allowed_repo_prefixes = prefixes.to_string();
+        config.shutdown_grace_seconds = 5;
+        config.auth_tokens_file = Some(tokens.to_path_buf());
+        Self::start_with(config).await
+    }
+
     pub async fn start_with(config: IntakeConfig) -> TestIntake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -93,6 +106,16 @@ pub fn enqueue_request(objective: &str) -> pb::EnqueueRequest {
     }
 }
 
+/// `message` sent with `authorization: Bearer <token>`.
+pub fn as_caller<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
 /// The stable reason in a status's ErrorInfo.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
@@ -115,6 +138,19 @@ impl FakeWorker {
         capacity: u32,
         held: Vec<pb::LeaseRef>,
     ) -> FakeWorker {
+        Self::attach_as(channel, None, worker_id, capacity, held)
+            .await
+            .expect("attach")
+    }
+
+    /// Attaches presenting `token` (if any); the intake's refusal, if it refuses.
+    pub async fn attach_as(
+        channel: Channel,
+        token: Option<&str>,
+        worker_id: &str,
+        capacity: u32,
+        held: Vec<pb::LeaseRef>,
+    ) -> Result<FakeWorker, tonic::Status> {
         let (outbox, outbound) = tokio::sync::mpsc::channel(64);
         let hello = pb::WorkerHello {
             worker_id: worker_id.into(),
@@ -130,12 +166,13 @@ impl FakeWorker {
             .await
             .expect("hello");
         let mut client = pb::dispatch_service_client::DispatchServiceClient::new(channel);
-        let inbound = client
-            .attach(tokio_stream::wrappers::ReceiverStream::new(outbound))
-            .await
-            .expect("attach")
-            .into_inner();
-        FakeWorker { outbox, inbound }
+        let stream = tokio_stream::wrappers::ReceiverStream::new(outbound);
+        let request = match token {
+            Some(token) => as_caller(stream, token),
+            None => tonic::Request::new(stream),
+        };
+        let inbound = client.attach(request).await?.into_inner();
+        Ok(FakeWorker { outbox, inbound })
     }
 
     /// The next message, or `None` after `wait`.
