@@ -18,6 +18,9 @@ pub const IDEMPOTENCY_KEY_CONFLICT: &str = "IDEMPOTENCY_KEY_CONFLICT";
 pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
 pub const LEASE_LOST: &str = "LEASE_LOST";
 pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+/// The database refused a value the request carries; resending it unchanged fails
+/// the same way.
+pub const REJECTED_BY_DATABASE: &str = "REJECTED_BY_DATABASE";
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
 /// No token, or one the intake does not know.

@@ -9,7 +9,7 @@
 use jct::reasons::{self, DOMAIN};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::auth::AuthError;
 use crate::policy::Rejection;
@@ -143,7 +143,7 @@ pub fn from_store(error: StoreError) -> Status {
 }
 
 pub fn store_failure(error: StoreError) -> Failure {
-    match error {
+    match &error {
         StoreError::IdempotencyConflict { existing } => Failure::new(
             Code::AlreadyExists,
             reasons::IDEMPOTENCY_KEY_CONFLICT,
@@ -152,12 +152,41 @@ pub fn store_failure(error: StoreError) -> Failure {
                  use a new key or resend the original request"
             ),
         ),
-        StoreError::Database(db_error) => {
-            error!(error = %db_error, "database error");
+        StoreError::Unavailable(db_error) => {
+            warn!(error = %db_error, "database unavailable");
             Failure::new(
                 Code::Unavailable,
                 reasons::DATABASE_UNAVAILABLE,
                 "the task database is unavailable; retry later",
+            )
+        }
+        StoreError::Rejected(db_error) => {
+            // deterministic: retrying the same request cannot succeed
+            warn!(error = %db_error, "the database refused a request");
+            Failure::new(
+                Code::InvalidArgument,
+                reasons::REJECTED_BY_DATABASE,
+                "the task database refused a value in this request; \
+                 resending it unchanged fails the same way",
+            )
+        }
+        StoreError::Internal(db_error) => {
+            error!(error = %db_error, "database error");
+            Failure::new(
+                Code::Internal,
+                reasons::INTERNAL_ERROR,
+                "the task database failed unexpectedly",
+            )
+        }
+        StoreError::UnsupportedUrl { .. }
+        | StoreError::LockFile { .. }
+        | StoreError::Locked { .. } => {
+            // configuration errors stop the intake at start; never a request's
+            error!(%error, "store configuration error");
+            Failure::new(
+                Code::Internal,
+                reasons::INTERNAL_ERROR,
+                "the intake is misconfigured",
             )
         }
         StoreError::WriterStopped => shutting_down_failure(),

@@ -3,7 +3,8 @@
 //! as a safety net for missed wake-ups and retry backoffs, when the next backoff
 //! ends or after `DispatchConfig::idle_recheck`.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -12,14 +13,19 @@ use crate::task::{Task, now_micros};
 
 use super::Dispatcher;
 use super::messages::{Assignment, ToWorker};
-use super::registry::SessionId;
+use super::registry::{Hungry, SessionId};
 
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// A worker whose claims the database refuses is skipped for this long, doubling
+/// per failure up to [`WORKER_BACKOFF_MAX`]; the others keep getting work.
+const WORKER_BACKOFF_BASE: Duration = Duration::from_secs(1);
+const WORKER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(dispatcher: Dispatcher) {
     let shutdown = dispatcher.inner.shutdown.clone();
+    let mut refused = Refused::default();
     loop {
-        let pause = match fill(&dispatcher).await {
+        let pause = match fill(&dispatcher, &mut refused).await {
             Ok(pause) => pause,
             Err(error) => {
                 warn!(%error, "claiming tasks failed; retrying");
@@ -34,22 +40,82 @@ pub(super) async fn run(dispatcher: Dispatcher) {
     }
 }
 
+/// Workers whose last claim the database refused, and until when they are skipped.
+#[derive(Default)]
+struct Refused {
+    until: HashMap<SessionId, (u32, Instant)>,
+}
+
+impl Refused {
+    fn skips(&self, session: SessionId, now: Instant) -> bool {
+        self.until
+            .get(&session)
+            .is_some_and(|(_, until)| *until > now)
+    }
+
+    fn record(&mut self, session: SessionId, now: Instant) -> Duration {
+        let failures = self.until.get(&session).map_or(0, |(n, _)| *n) + 1;
+        let delay = WORKER_BACKOFF_BASE
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+            .min(WORKER_BACKOFF_MAX);
+        self.until.insert(session, (failures, now + delay));
+        delay
+    }
+
+    /// The earliest end of a skip, to wake for.
+    fn next_end(&self, now: Instant) -> Option<Duration> {
+        self.until
+            .values()
+            .filter(|(_, until)| *until > now)
+            .map(|(_, until)| *until - now)
+            .min()
+    }
+
+    /// Forgets sessions that are gone or no longer want work.
+    fn retain(&mut self, hungry: &[Hungry]) {
+        self.until
+            .retain(|session, _| hungry.iter().any(|h| h.session == *session));
+    }
+}
+
 /// Claims until no worker has room or no task is available; returns how long the
 /// pump may sleep if nothing wakes it.
-async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreError> {
+async fn fill(
+    dispatcher: &Dispatcher,
+    refused: &mut Refused,
+) -> Result<Duration, crate::store::StoreError> {
     loop {
         let hungry = dispatcher.registry().hungry();
         let idle_recheck = dispatcher.config().idle_recheck;
+        refused.retain(&hungry);
         if hungry.is_empty() {
             return Ok(idle_recheck);
         }
         let mut claimed_any = false;
         for worker in hungry {
+            let now = Instant::now();
+            if refused.skips(worker.session, now) {
+                continue;
+            }
             let limit = worker.free.min(dispatcher.config().max_claim_batch);
-            let tasks = dispatcher
+            let tasks = match dispatcher
                 .store()
                 .claim(&worker.worker_id, limit, dispatcher.config().lease_ttl)
-                .await?;
+                .await
+            {
+                Ok(tasks) => tasks,
+                // the database itself is down: nobody can claim, wait and retry
+                Err(error) if error.is_retryable() => return Err(error),
+                // something about this worker makes its claim fail every time:
+                // skip it for a while, the others keep their work flowing
+                Err(error) => {
+                    let delay = refused.record(worker.session, now);
+                    warn!(worker_id = %worker.worker_id, %error, ?delay,
+                        "claiming for this worker failed; skipping it for a while");
+                    continue;
+                }
+            };
+            refused.until.remove(&worker.session);
             if tasks.is_empty() {
                 break;
             }
@@ -57,13 +123,14 @@ async fn fill(dispatcher: &Dispatcher) -> Result<Duration, crate::store::StoreEr
             deliver(dispatcher, worker.session, tasks).await;
         }
         if !claimed_any {
-            // every worker has room and nothing is available now: sleep until the
-            // earliest backoff ends
+            // nothing is available now (or only refused workers want it): sleep
+            // until the earliest backoff ends
             let next = dispatcher.store().next_available_at().await?;
             let pause = next
                 .map(|at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)))
                 .unwrap_or(idle_recheck)
-                .min(idle_recheck);
+                .min(idle_recheck)
+                .min(refused.next_end(Instant::now()).unwrap_or(idle_recheck));
             return Ok(pause.max(Duration::from_millis(1)));
         }
     }

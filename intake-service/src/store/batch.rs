@@ -4,7 +4,7 @@
 //! load a commit (and its fsync) is shared by many requests; alone, a request waits
 //! for nobody.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -12,9 +12,10 @@ use crate::task::{Task, TaskSpec, now_micros};
 
 use super::cache::TaskCache;
 use super::connect::Backend;
-use super::insert::{self, Enqueued};
-use super::transition::{self, Transition, TransitionError};
+use super::insert::Enqueued;
+use super::transition::{Transition, TransitionError};
 use super::watch::Watchers;
+use super::write::{self, Written};
 use super::{CancelNotice, StoreError, StoreEvents};
 
 pub(super) enum WriteOp {
@@ -87,13 +88,6 @@ struct InsertReply {
     reply: oneshot::Sender<Result<Enqueued, StoreError>>,
 }
 
-/// Each request's outcome, in order, and what the batch changed.
-type Written = (
-    Vec<Result<Enqueued, StoreError>>,
-    Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
-    Committed,
-);
-
 /// What a committed batch tells the rest of the process.
 #[derive(Default)]
 struct Committed {
@@ -129,46 +123,51 @@ impl BatchWriter {
             }
         }
         let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
-        match self.commit(&inserts, &changes).await {
-            Ok((inserted, transitioned, committed)) => {
-                for enqueued in inserted.iter().flatten().filter(|e| e.created) {
-                    self.cache.put(&enqueued.task);
-                }
-                // a new task has no watchers yet (nobody knew its id): only
-                // changes are published
-                for (task, _) in transitioned.iter().flatten() {
-                    self.cache.put(task);
-                    self.watchers.publish(task);
-                }
-                for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
-                    let _ = waiting.reply.send(outcome);
-                }
-                for (outcome, (_, reply)) in transitioned.into_iter().zip(transitions) {
-                    let _ = reply.send(outcome.map(|(task, _)| task));
-                }
-                if committed.queued {
-                    self.events.task_queued.notify_one();
-                }
-                for notice in &committed.cancelled {
-                    let _ = self.events.task_cancelled.send(*notice);
-                }
-                // after the answers: a client waits for its commit, not for the
-                // other replicas to hear of it
-                if let Err(error) = self.notify_replicas(&committed).await {
-                    warn!(%error, "could not notify other intake replicas; they recheck within seconds");
-                }
-            }
-            Err(error) => {
-                warn!(%error, requests = inserts.len() + changes.len(), "write batch failed");
-                let message = error.to_string();
-                let failure = || StoreError::Database(DbErr::Custom(message.clone()));
-                for waiting in insert_replies {
-                    let _ = waiting.reply.send(Err(failure()));
-                }
-                for (_, reply) in transitions {
-                    let _ = reply.send(Err(TransitionError::Store(failure())));
-                }
-            }
+        let Written {
+            inserted,
+            transitioned,
+        } = write::write_batch(
+            &self.db,
+            self.group_commits,
+            &inserts,
+            &changes,
+            now_micros(),
+        )
+        .await;
+        let committed = Committed {
+            queued: inserted
+                .iter()
+                .any(|outcome| matches!(outcome, Ok(e) if e.created)),
+            cancelled: transitioned
+                .iter()
+                .filter_map(|outcome| outcome.as_ref().ok().and_then(|(_, notice)| *notice))
+                .collect(),
+        };
+        for enqueued in inserted.iter().flatten().filter(|e| e.created) {
+            self.cache.put(&enqueued.task);
+        }
+        // a new task has no watchers yet (nobody knew its id): only changes
+        // are published
+        for (task, _) in transitioned.iter().flatten() {
+            self.cache.put(task);
+            self.watchers.publish(task);
+        }
+        for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
+            let _ = waiting.reply.send(outcome);
+        }
+        for (outcome, (_, reply)) in transitioned.into_iter().zip(transitions) {
+            let _ = reply.send(outcome.map(|(task, _)| task));
+        }
+        if committed.queued {
+            self.events.task_queued.notify_one();
+        }
+        for notice in &committed.cancelled {
+            let _ = self.events.task_cancelled.send(*notice);
+        }
+        // after the answers: a client waits for its commit, not for the
+        // other replicas to hear of it
+        if let Err(error) = self.notify_replicas(&committed).await {
+            warn!(%error, "could not notify other intake replicas; they recheck within seconds");
         }
     }
 
@@ -194,55 +193,5 @@ impl BatchWriter {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn commit(
-        &self,
-        inserts: &[(TaskSpec, i32)],
-        changes: &[&Transition],
-    ) -> Result<Written, DbErr> {
-        let now = now_micros();
-        // Every write here is one atomic statement (a multi-row insert, a guarded
-        // update), so a transaction only buys one commit for several of them. That
-        // matters where a commit is a flush (Postgres, SQLite `full`); with SQLite
-        // `normal` a commit is a WAL append, and skipping BEGIN/COMMIT saves two
-        // round trips to the connection. A batch with a single write statement
-        // (all its inserts are one statement) never needs one.
-        let write_statements = usize::from(!inserts.is_empty()) + changes.len();
-        if !self.group_commits || write_statements <= 1 {
-            return self.write_all(&self.db, inserts, changes, now).await;
-        }
-        let txn = self.db.begin().await?;
-        let written = self.write_all(&txn, inserts, changes, now).await?;
-        txn.commit().await?;
-        Ok(written)
-    }
-
-    async fn write_all<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        inserts: &[(TaskSpec, i32)],
-        changes: &[&Transition],
-        now: i64,
-    ) -> Result<Written, DbErr> {
-        let inserted = if inserts.is_empty() {
-            Vec::new()
-        } else {
-            insert::insert_batch(db, inserts, now).await?
-        };
-        let mut transitioned = Vec::with_capacity(changes.len());
-        for change in changes {
-            transitioned.push(transition::apply(db, change, now).await?);
-        }
-        let committed = Committed {
-            queued: inserted
-                .iter()
-                .any(|outcome| matches!(outcome, Ok(e) if e.created)),
-            cancelled: transitioned
-                .iter()
-                .filter_map(|outcome| outcome.as_ref().ok().and_then(|(_, notice)| *notice))
-                .collect(),
-        };
-        Ok((inserted, transitioned, committed))
     }
 }

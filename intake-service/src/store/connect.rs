@@ -77,12 +77,10 @@ const MIGRATION_LOCK_ID: i64 = 0x004a_4354_5f6d_6967; // "JCT_mig"
 impl Store {
     /// Connects, migrates when asked, and starts the batching writer.
     pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
-        let backend = Backend::from_url(&options.url).ok_or_else(|| {
-            StoreError::Database(sea_orm::DbErr::Custom(format!(
-                "unsupported DATABASE_URL scheme in {:?}: use sqlite:// or postgres://",
-                redact(&options.url)
-            )))
-        })?;
+        let backend =
+            Backend::from_url(&options.url).ok_or_else(|| StoreError::UnsupportedUrl {
+                url: redact(&options.url),
+            })?;
         let (reader, writer, exclusive) = match backend {
             Backend::Sqlite => {
                 let exclusive = lock_sqlite_file(&options.url)?;
@@ -196,19 +194,28 @@ fn lock_sqlite_file(url: &str) -> Result<Option<std::sync::Arc<std::fs::File>>, 
     if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
         return Ok(None);
     }
-    let lock_path = format!("{path}.lock");
-    let refuse = |detail: String| StoreError::Database(sea_orm::DbErr::Custom(detail));
+    let lock_path = std::path::PathBuf::from(format!("{path}.lock"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|error| refuse(format!("cannot open the lock file {lock_path}: {error}")))?;
-    file.try_lock().map_err(|_| {
-        refuse(format!(
-            "another intake-service is using this SQLite database ({lock_path} is locked);              SQLite allows one intake — use Postgres for several"
-        ))
-    })?;
+        .map_err(|source| StoreError::LockFile {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(StoreError::Locked { path: lock_path });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(StoreError::LockFile {
+                path: lock_path,
+                source,
+            });
+        }
+    }
     Ok(Some(std::sync::Arc::new(file)))
 }
 

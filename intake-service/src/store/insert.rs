@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait};
 use uuid::Uuid;
 
 use crate::task::{Status, Task, TaskSpec};
@@ -33,7 +33,7 @@ pub(super) async fn insert_batch(
     txn: &impl ConnectionTrait,
     requests: &[(TaskSpec, i32)],
     now: i64,
-) -> Result<Vec<Result<Enqueued, StoreError>>, DbErr> {
+) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
     let mut roles = Vec::with_capacity(requests.len());
     let mut leaders_by_key: HashMap<&str, usize> = HashMap::new();
     let mut rows = Vec::with_capacity(requests.len());
@@ -120,7 +120,7 @@ fn same_or_conflict(stored: Task, spec: &TaskSpec) -> Result<Enqueued, StoreErro
 async fn load_by_keys(
     txn: &impl ConnectionTrait,
     keys: &[&str],
-) -> Result<HashMap<String, Task>, DbErr> {
+) -> Result<HashMap<String, Task>, StoreError> {
     let mut by_key = HashMap::with_capacity(keys.len());
     if keys.is_empty() {
         return Ok(by_key);
@@ -131,9 +131,7 @@ async fn load_by_keys(
         .await?;
     for model in models {
         let key = model.idempotency_key.clone().unwrap_or_default();
-        let task = model
-            .into_task()
-            .map_err(|error| DbErr::Custom(error.to_string()))?;
+        let task = model.into_task()?;
         by_key.insert(key, task);
     }
     Ok(by_key)

@@ -10,6 +10,7 @@ mod batch;
 mod cache;
 mod connect;
 pub mod entity;
+pub mod error;
 mod insert;
 pub mod lease;
 mod lease_fate;
@@ -17,40 +18,22 @@ mod notify;
 mod read;
 mod transition;
 mod watch;
+mod write;
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
+use sea_orm::{DatabaseBackend, DatabaseConnection};
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 pub use connect::{Backend, SqliteSynchronous, StoreOptions, migrate_only, redact};
+pub use error::StoreError;
 pub use insert::Enqueued;
 pub use lease::{Release, Released, RetryPolicy};
 pub use lease_fate::LeaseFate;
 pub use read::{ListFilter, StatusCounts};
 pub use transition::{Transition, TransitionError};
 pub use watch::TaskWatch;
-
-/// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] DbErr),
-    #[error("the store's writer has stopped")]
-    WriterStopped,
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("idempotency key was used for a different request (task {existing})")]
-    IdempotencyConflict { existing: Uuid },
-}
-
-impl StoreError {
-    /// Whether the same call may succeed later (the database may come back).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Database(_))
-    }
-}
 
 /// A running task whose worker must stop: it was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

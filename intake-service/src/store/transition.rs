@@ -3,7 +3,7 @@
 //! under the lease the worker presents. Concurrent changes cannot both win.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ pub(super) async fn apply(
     txn: &impl ConnectionTrait,
     change: &Transition,
     now: i64,
-) -> Result<Result<(Task, Option<CancelNotice>), TransitionError>, DbErr> {
+) -> Result<Result<(Task, Option<CancelNotice>), TransitionError>, StoreError> {
     if let Some(confirmed) = confirm_cancellation(txn, change, now).await? {
         return Ok(Ok((confirmed, None)));
     }
@@ -131,7 +131,7 @@ async fn confirm_cancellation(
     txn: &impl ConnectionTrait,
     change: &Transition,
     now: i64,
-) -> Result<Option<Task>, DbErr> {
+) -> Result<Option<Task>, StoreError> {
     let (Status::Cancelled, Some(lease_token)) = (change.to, change.lease_token) else {
         return Ok(None);
     };
@@ -152,17 +152,14 @@ async fn confirm_cancellation(
     let Some(row) = txn.query_one(&update).await? else {
         return Ok(None);
     };
-    Model::from_query_result(&row, "")?
-        .into_task()
-        .map(Some)
-        .map_err(|error| DbErr::Custom(error.to_string()))
+    Model::from_query_result(&row, "")?.into_task().map(Some)
 }
 
 /// Why a guarded update changed nothing.
 async fn classify(
     txn: &impl ConnectionTrait,
     change: &Transition,
-) -> Result<TransitionError, DbErr> {
+) -> Result<TransitionError, StoreError> {
     let Some(current) = Entity::find_by_id(change.task_id).one(txn).await? else {
         return Ok(TransitionError::NotFound);
     };

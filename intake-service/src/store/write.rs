@@ -1,0 +1,188 @@
+//! Writing one batch so that a request the database refuses fails alone.
+//!
+//! The fast path writes the whole batch as it came: all inserts in one statement,
+//! every status change after it, in one transaction where a commit is a flush.
+//! When that fails for a reason other than the database being unavailable, some
+//! request in the batch carries something the database refuses (a NUL in text on
+//! Postgres, a value a constraint rejects). The batch is then written again one
+//! request at a time, each inside a savepoint of a single transaction: the
+//! refused request rolls back to its savepoint and gets its error, the rest
+//! commit together. This costs one more transaction and a savepoint per request,
+//! only for a batch that held a refused request; the clean path pays nothing.
+//! (Bisection would need about 2·log2(n) commits, each a flush, per bad request.)
+//!
+//! Without group commits (SQLite `normal`) every statement commits by itself,
+//! so a refused statement never takes others with it and the fallback needs no
+//! savepoints.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tracing::warn;
+
+use crate::task::{Task, TaskSpec};
+
+use super::insert::{self, Enqueued};
+use super::transition::{self, Transition, TransitionError};
+use super::{CancelNotice, StoreError};
+
+/// Each request's outcome, in the order the requests came.
+pub(super) struct Written {
+    pub inserted: Vec<Result<Enqueued, StoreError>>,
+    pub transitioned: Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
+}
+
+impl Written {
+    fn all_failed(error: &StoreError, inserts: usize, changes: usize) -> Written {
+        Written {
+            inserted: (0..inserts).map(|_| Err(error.duplicate())).collect(),
+            transitioned: (0..changes)
+                .map(|_| Err(TransitionError::Store(error.duplicate())))
+                .collect(),
+        }
+    }
+}
+
+pub(super) async fn write_batch(
+    db: &DatabaseConnection,
+    group_commits: bool,
+    inserts: &[(TaskSpec, i32)],
+    changes: &[&Transition],
+    now: i64,
+) -> Written {
+    // A batch with a single write statement (all its inserts are one statement)
+    // never needs a transaction.
+    let write_statements = usize::from(!inserts.is_empty()) + changes.len();
+    if !group_commits || write_statements <= 1 {
+        return autocommitted(db, inserts, changes, now).await;
+    }
+    let error = match grouped(db, inserts, changes, now).await {
+        Ok(written) => return written,
+        Err(error) if error.is_retryable() => {
+            return Written::all_failed(&error, inserts.len(), changes.len());
+        }
+        Err(error) => error,
+    };
+    warn!(%error, requests = write_statements, "write batch refused; writing its requests one by one");
+    match isolated(db, inserts, changes, now).await {
+        Ok(written) => written,
+        Err(error) => Written::all_failed(&error, inserts.len(), changes.len()),
+    }
+}
+
+/// The fast path: the whole batch in one transaction; any failure fails it all.
+async fn grouped(
+    db: &DatabaseConnection,
+    inserts: &[(TaskSpec, i32)],
+    changes: &[&Transition],
+    now: i64,
+) -> Result<Written, StoreError> {
+    let txn = db.begin().await?;
+    let inserted = if inserts.is_empty() {
+        Vec::new()
+    } else {
+        insert::insert_batch(&txn, inserts, now).await?
+    };
+    let mut transitioned = Vec::with_capacity(changes.len());
+    for change in changes {
+        transitioned.push(transition::apply(&txn, change, now).await?);
+    }
+    txn.commit().await?;
+    Ok(Written {
+        inserted,
+        transitioned,
+    })
+}
+
+/// One transaction, each request in its own savepoint. Fails as a whole only if
+/// the transaction itself cannot commit.
+async fn isolated(
+    db: &DatabaseConnection,
+    inserts: &[(TaskSpec, i32)],
+    changes: &[&Transition],
+    now: i64,
+) -> Result<Written, StoreError> {
+    let txn = db.begin().await?;
+    let mut inserted = Vec::with_capacity(inserts.len());
+    for request in inserts {
+        let savepoint = txn.begin().await?;
+        let outcome = insert_one(&savepoint, request, now).await;
+        settle(savepoint, outcome.is_ok()).await?;
+        inserted.push(outcome.and_then(|enqueued| enqueued));
+    }
+    let mut transitioned = Vec::with_capacity(changes.len());
+    for change in changes {
+        let savepoint = txn.begin().await?;
+        let outcome = transition::apply(&savepoint, change, now).await;
+        settle(savepoint, outcome.is_ok()).await?;
+        transitioned.push(outcome.unwrap_or_else(|error| Err(TransitionError::Store(error))));
+    }
+    txn.commit().await?;
+    Ok(Written {
+        inserted,
+        transitioned,
+    })
+}
+
+/// Releases a savepoint whose statement succeeded, rolls back one that failed.
+async fn settle(savepoint: DatabaseTransaction, succeeded: bool) -> Result<(), StoreError> {
+    if succeeded {
+        savepoint.commit().await?;
+    } else {
+        savepoint.rollback().await?;
+    }
+    Ok(())
+}
+
+/// Without a transaction every statement commits alone: a refused multi-row
+/// insert is retried row by row, and each status change stands by itself.
+async fn autocommitted(
+    db: &DatabaseConnection,
+    inserts: &[(TaskSpec, i32)],
+    changes: &[&Transition],
+    now: i64,
+) -> Written {
+    let inserted = match inserts {
+        [] => Vec::new(),
+        [single] => vec![insert_one(db, single, now).await.and_then(|e| e)],
+        _ => match insert::insert_batch(db, inserts, now).await {
+            Ok(inserted) => inserted,
+            Err(error) if error.is_retryable() => {
+                Written::all_failed(&error, inserts.len(), 0).inserted
+            }
+            Err(error) => {
+                warn!(%error, requests = inserts.len(), "insert batch refused; inserting one by one");
+                let mut inserted = Vec::with_capacity(inserts.len());
+                for request in inserts {
+                    inserted.push(insert_one(db, request, now).await.and_then(|e| e));
+                }
+                inserted
+            }
+        },
+    };
+    let mut transitioned = Vec::with_capacity(changes.len());
+    for change in changes {
+        transitioned.push(
+            transition::apply(db, change, now)
+                .await
+                .unwrap_or_else(|error| Err(TransitionError::Store(error))),
+        );
+    }
+    Written {
+        inserted,
+        transitioned,
+    }
+}
+
+/// Inserts one request; the outer error is the statement's, the inner the
+/// request's answer (an idempotency conflict).
+async fn insert_one(
+    db: &impl ConnectionTrait,
+    request: &(TaskSpec, i32),
+    now: i64,
+) -> Result<Result<Enqueued, StoreError>, StoreError> {
+    let mut outcomes = insert::insert_batch(db, std::slice::from_ref(request), now).await?;
+    Ok(outcomes.pop().unwrap_or_else(|| {
+        Err(StoreError::Corrupt(
+            "an insert of one request returned no outcome".into(),
+        ))
+    }))
+}
