@@ -45,7 +45,7 @@ pub struct WorkerConfig {
     pub executor_command: Option<String>,
 
     /// This worker's id; unique among workers. Defaults to the host name and pid.
-    #[arg(long, env = "JCT_WORKER_ID")]
+    #[arg(long, env = "JCT_WORKER_ID", value_parser = parse_worker_id)]
     pub worker_id: Option<String>,
 
     /// Tasks run at once.
@@ -140,6 +140,18 @@ pub struct WorkerConfig {
     /// Log format: `text` or `json`. The filter is `RUST_LOG`.
     #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The intake refuses a worker id that is not one clean line (it is written into
+/// every log line about the worker); refuse it here too, at start, with the reason.
+fn parse_worker_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 256 {
+        return Err("must be 1-256 characters".to_string());
+    }
+    match jct::text::line_problem(text) {
+        Some(problem) => Err(problem.to_string()),
+        None => Ok(text.to_string()),
+    }
 }
 
 impl WorkerConfig {
@@ -237,6 +249,21 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         WorkerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn a_worker_id_that_forges_log_lines_is_refused_at_start() {
+        for bad in ["w1\nINFO forged line", "w\0", "w\u{1b}[2J", "w\u{202E}", ""] {
+            assert!(
+                WorkerConfig::try_parse_from(["worker-service", "--worker-id", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        let config = WorkerConfig::try_parse_from(["worker-service", "--worker-id", "pod-7.a_b"]);
+        assert_eq!(
+            config.map(|c| c.worker_id()).ok(),
+            Some("pod-7.a_b".to_string())
+        );
     }
 
     #[test]

@@ -157,7 +157,12 @@ fn report(
         lease_token: assignment.lease_token.clone(),
         status: status.to_string(),
         result: result.as_ref().map(json_to_struct),
-        error,
+        // the message quotes the program's stderr: escaped before it leaves the
+        // worker (error.json in the trace keeps the raw text)
+        error: error.map(|error| pb::TaskError {
+            code: jct::text::escape(&error.code),
+            message: jct::text::escape(&error.message),
+        }),
         trace_uri: trace_uri.to_string(),
     }
 }
@@ -514,4 +519,51 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment() -> pb::Assignment {
+        pb::Assignment {
+            task: Some(pb::Task {
+                id: Uuid::now_v7().to_string(),
+                ..Default::default()
+            }),
+            lease_token: Uuid::now_v7().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A program's stderr reaches the report escaped: the intake refuses raw
+    /// control text, and people read the message in terminals.
+    #[test]
+    fn program_text_is_escaped_before_it_leaves_the_worker() {
+        let stderr = "boom\0 \u{1b}]8;;https://evil.example\u{1b}\\click\u{1b}]8;;\u{1b}\\ \u{202E}txt.exe\n\u{1b}[2J";
+        let message = format!("the program exited with status 2: {stderr}");
+        let code = task_error::EXIT_STATUS.to_string();
+        let sent = report(
+            &assignment(),
+            "failed",
+            None,
+            Some(pb::TaskError { code, message }),
+            "",
+        );
+        let error = sent.error.expect("error");
+        assert_eq!(jct::text::line_problem(&error.code), None);
+        assert_eq!(
+            jct::text::text_problem(&error.message),
+            None,
+            "{:?}",
+            error.message
+        );
+        assert!(
+            error.message.contains("boom\\u{0000}")
+                && error.message.contains("\\u{001b}]8;;https://evil.example")
+                && error.message.contains("\\u{202e}txt.exe"),
+            "{}",
+            error.message
+        );
+    }
 }

@@ -74,7 +74,7 @@ pub enum WorkspaceError {
     Invalid {
         what: &'static str,
         value: String,
-        why: &'static str,
+        why: String,
     },
     #[error("workspace directory {} exists and is not empty", .0.display())]
     NotEmpty(PathBuf),
@@ -211,7 +211,7 @@ impl CredentialFile {
         let invalid = || WorkspaceError::Invalid {
             what: "git base credentials",
             value: "***".into(),
-            why: "a line break or NUL in the user or password",
+            why: "a line break or NUL in the user or password".into(),
         };
         if userinfo.iter().any(|b| matches!(b, b'\n' | b'\r' | 0)) {
             return Err(invalid());
@@ -533,53 +533,22 @@ async fn empty_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The same rules the intake's gate applies (`jct::names`), checked again here:
+/// the worker does not rely on the intake alone.
 fn check_repo(repo: &str) -> Result<(), WorkspaceError> {
-    let invalid = |why| WorkspaceError::Invalid {
+    jct::names::check_repo(repo).map_err(|problem| WorkspaceError::Invalid {
         what: "repository",
         value: repo.to_string(),
-        why,
-    };
-    if repo.is_empty() {
-        return Err(invalid("empty"));
-    }
-    for segment in repo.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(invalid("empty, `.` or `..` path segment"));
-        }
-        if segment.starts_with('-') {
-            return Err(invalid("a path segment starts with `-`"));
-        }
-        if !segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(invalid(
-                "only letters, digits, `.`, `_` and `-` are allowed",
-            ));
-        }
-    }
-    Ok(())
+        why: problem.to_string(),
+    })
 }
 
 fn check_ref(ref_name: &str) -> Result<(), WorkspaceError> {
-    let invalid = |why| WorkspaceError::Invalid {
+    jct::names::check_ref(ref_name).map_err(|problem| WorkspaceError::Invalid {
         what: "ref",
         value: ref_name.to_string(),
-        why,
-    };
-    if ref_name.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if ref_name.starts_with(['-', '^', '+']) {
-        return Err(invalid("starts with `-`, `^` or `+`"));
-    }
-    if ref_name.contains("..")
-        || ref_name
-            .contains(|c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
-    {
-        return Err(invalid("not a valid git ref name"));
-    }
-    Ok(())
+        why: problem.to_string(),
+    })
 }
 
 /// `<base>/<repo>.git` then `<base>/<repo>`; for a local base only those that exist,
@@ -590,7 +559,7 @@ fn source_candidates(git_base: &str, repo: &str) -> Result<Vec<String>, Workspac
         return Err(WorkspaceError::Invalid {
             what: "git base",
             value: git_base.to_string(),
-            why: "empty",
+            why: "empty".to_string(),
         });
     }
     if base.contains("://") {
