@@ -86,9 +86,11 @@ async fn adopt(
     {
         Ok(renewed) => renewed,
         Err(error) => {
-            // leave them unadopted; the worker's reports still carry the leases
-            warn!(%error, "could not renew presented leases");
-            Vec::new()
+            // the database cannot say whether the leases are current: keep them
+            // (the next heartbeat renews or refuses them), never stop healthy work
+            // because the database is away
+            warn!(%error, "could not renew presented leases; keeping them until the next heartbeat");
+            held.iter().map(|lease| lease.task_id).collect()
         }
     };
     let mut lost = Vec::new();

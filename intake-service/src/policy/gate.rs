@@ -65,8 +65,7 @@ pub(super) fn invalid_operation(operation: &str) -> PolicyViolation {
     PolicyViolation::new(
         PolicyReason::InvalidOperation,
         format!(
-            "operation \"{}\" is not allowed; use one of code_change, docs, analysis, ops",
-            jct::text::escape(&operation.chars().take(64).collect::<String>())
+            "operation {operation:?} is not allowed; use one of code_change, docs, analysis, ops"
         ),
     )
 }

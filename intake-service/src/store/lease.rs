@@ -86,6 +86,9 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED)                          -- other claimers take other rows
 RETURNING *";
 
+/// Most leases renewed by one statement.
+pub const RENEW_CHUNK: usize = 256;
+
 // === impl Store ===
 
 impl Store {
@@ -130,33 +133,36 @@ impl Store {
     }
 
     /// Extends the leases that are still current; returns the tasks renewed.
+    ///
+    /// In statements of at most [`RENEW_CHUNK`] leases: the condition grows with
+    /// every lease, and SQLite refuses an expression tree past a depth of 1,000
+    /// while a worker may hold 1,024 tasks.
     pub async fn renew(
         &self,
         leases: &[(Uuid, Uuid)],
         lease_ttl: Duration,
     ) -> Result<Vec<Uuid>, StoreError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
         let expires_at = now_micros().saturating_add(micros(lease_ttl));
-        let mut current = Condition::any();
-        for (task_id, token) in leases {
-            current = current.add(
-                Condition::all()
-                    .add(Expr::col(Column::Id).eq(*task_id))
-                    .add(Expr::col(Column::LeaseToken).eq(*token)),
-            );
-        }
-        let mut update = Query::update();
-        update
-            .table(Entity)
-            .value(Column::LeaseExpiresAt, expires_at)
-            .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
-            .cond_where(current)
-            .returning_col(Column::Id);
         let mut renewed = Vec::with_capacity(leases.len());
-        for row in self.writer.query_all(&update).await? {
-            renewed.push(row.try_get::<Uuid>("", "id")?);
+        for chunk in leases.chunks(RENEW_CHUNK) {
+            let mut current = Condition::any();
+            for (task_id, token) in chunk {
+                current = current.add(
+                    Condition::all()
+                        .add(Expr::col(Column::Id).eq(*task_id))
+                        .add(Expr::col(Column::LeaseToken).eq(*token)),
+                );
+            }
+            let mut update = Query::update();
+            update
+                .table(Entity)
+                .value(Column::LeaseExpiresAt, expires_at)
+                .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
+                .cond_where(current)
+                .returning_col(Column::Id);
+            for row in self.writer.query_all(&update).await? {
+                renewed.push(row.try_get::<Uuid>("", "id")?);
+            }
         }
         Ok(renewed)
     }
