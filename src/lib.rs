@@ -19,10 +19,12 @@ pub mod v1 {
 }
 
 pub mod codec;
+pub mod names;
 pub mod reasons;
 pub mod structs;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
+pub mod text;
 
 #[cfg(test)]
 mod contract_snapshot;

@@ -152,6 +152,17 @@ pub fn worker_config(intake_url: &str, trace_root: &std::path::Path) -> WorkerCo
     config
 }
 
+/// A scratch directory for workspace roots: 0711, so that the sandbox's uid
+/// (when the tests run as root) can reach the workspaces the worker makes below
+/// it, as an operator's JCT_WORKSPACE_ROOT must let it.
+pub fn scratch_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("scratch dir mode");
+    dir
+}
+
 /// Polls `check` until it yields a value or `patience` runs out.
 pub async fn eventually<T, F, Fut>(patience: Duration, mut check: F) -> Option<T>
 where

@@ -42,7 +42,7 @@ fn setup(url: &str) -> Setup {
         intake,
         client,
         traces: tempfile::tempdir().expect("traces"),
-        scratch: tempfile::tempdir().expect("scratch"),
+        scratch: jct_e2e::scratch_dir(),
     }
 }
 
@@ -168,11 +168,9 @@ async fn a_failing_program_fails_with_its_exit_status_and_stderr(url: &str) {
 
 async fn the_time_budget_kills_the_process_group(url: &str) {
     let setup = setup(url);
-    let marker = setup.scratch.path().join("grandchild.pid");
-    let mut config = setup.worker(&format!(
-        "sh -c 'sleep 60 & echo $! > {}; wait'",
-        marker.display()
-    ));
+    // a `sleep` argument no other process has: its process is found by it
+    let marker = format!("3600.{:09}", uuid::Uuid::new_v4().as_u128() % 1_000_000_000);
+    let mut config = setup.worker(&format!("sh -c 'sleep {marker} & wait'"));
     config.max_task_seconds = Some(1); // the operator's cap is below the task's budget
     let worker = WorkerHandle::start(config);
     let id = enqueue(&setup.client, "Run forever").await;
@@ -181,12 +179,20 @@ async fn the_time_budget_kills_the_process_group(url: &str) {
         (task.status.as_str(), task.error.map(|e| e.code)),
         ("failed", Some("TIME_BUDGET_EXCEEDED".to_string()))
     );
-    let pid = read(&marker).trim().to_string();
-    let alive = Path::new(&format!("/proc/{pid}")).exists()
-        && !read(Path::new(&format!("/proc/{pid}/stat"))).contains(") Z ");
+    let alive: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            !stat.contains(") Z ")
+                && std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        !alive,
-        "the background grandchild {pid} was killed with the group"
+        alive.is_empty(),
+        "the background grandchild survived: {alive:?}"
     );
     worker.stop().await.expect("worker stops");
     setup.intake.stop().await.expect("intake stops");

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::executor::{CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits};
+use crate::executor::{
+    CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits, SandboxConfig, SandboxMode,
+};
 use crate::intake::IntakeLink;
 use crate::telemetry::LogFormat;
 
@@ -37,13 +39,13 @@ pub struct WorkerConfig {
     pub executor: ExecutorKind,
 
     /// Program and arguments the `command` executor runs per task (split like a shell).
-    /// The task arrives as JSON on stdin; JCT_TASK_ID, JCT_TASK_ATTEMPT, JCT_TRACE_DIR
-    /// and JCT_WORKSPACE are in its environment; it runs in the workspace.
+    /// The task arrives as JSON on stdin; JCT_TASK_ID, JCT_TASK_ATTEMPT and
+    /// JCT_WORKSPACE are in its environment; it runs in the workspace.
     #[arg(long, env = "JCT_EXECUTOR_COMMAND")]
     pub executor_command: Option<String>,
 
     /// This worker's id; unique among workers. Defaults to the host name and pid.
-    #[arg(long, env = "JCT_WORKER_ID")]
+    #[arg(long, env = "JCT_WORKER_ID", value_parser = parse_worker_id)]
     pub worker_id: Option<String>,
 
     /// Tasks run at once.
@@ -75,11 +77,39 @@ pub struct WorkerConfig {
     )]
     pub network_isolation: NetworkIsolation,
 
-    /// Address-space limit per process of the program, in MiB (unset: none).
+    /// `required`: every program runs under bubblewrap, or its task fails with
+    /// SANDBOX_UNAVAILABLE naming the missing protection. `off`: the operator's
+    /// opt-out (a plain child process), recorded in every manifest.
+    #[arg(long, env = "JCT_SANDBOX", value_enum, default_value = "required")]
+    pub sandbox: SandboxMode,
+
+    /// When the worker runs as root, the uid (and gid) the sandbox runs as.
+    #[arg(long, env = "JCT_SANDBOX_UID", default_value_t = 65534,
+          value_parser = clap::value_parser!(u32).range(1..4_294_967_295))]
+    pub sandbox_uid: u32,
+
+    /// Colon-separated host paths the program may read besides the system directories.
+    #[arg(long, env = "JCT_SANDBOX_READONLY_PATHS", default_value = "")]
+    pub sandbox_readonly_paths: String,
+
+    /// Run tasks that ask for network access (the intake must allow them too).
+    #[arg(long, env = "JCT_SANDBOX_ALLOW_NETWORK", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub sandbox_allow_network: bool,
+
+    /// Run tasks that ask for secrets, i.e. the worker's environment (the intake
+    /// must allow them too).
+    #[arg(long, env = "JCT_SANDBOX_ALLOW_SECRETS", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub sandbox_allow_secrets: bool,
+
+    /// Memory of the whole task (a cgroup; RLIMIT_AS per process where the host
+    /// has no memory cgroup for the worker), in MiB (unset: none).
     #[arg(long, env = "JCT_LIMIT_MEMORY_MB")]
     pub limit_memory_mb: Option<u64>,
 
-    /// Process limit for the program's user (unset: none).
+    /// Processes of the whole task (a pids cgroup; RLIMIT_NPROC where none, and
+    /// refused when neither can hold) (unset: none).
     #[arg(long, env = "JCT_LIMIT_PROCESSES")]
     pub limit_processes: Option<u64>,
 
@@ -92,7 +122,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "JCT_MAX_TASK_SECONDS")]
     pub max_task_seconds: Option<u64>,
 
-    /// Bytes of stdout and of stderr kept in the trace per task.
+    /// Bytes kept in the trace per task of each of stdout, stderr and the diff;
+    /// the manifest records what was cut.
     #[arg(long, env = "JCT_OUTPUT_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub output_limit_bytes: u64,
 
@@ -109,6 +140,18 @@ pub struct WorkerConfig {
     /// Log format: `text` or `json`. The filter is `RUST_LOG`.
     #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The intake refuses a worker id that is not one clean line (it is written into
+/// every log line about the worker); refuse it here too, at start, with the reason.
+fn parse_worker_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 256 {
+        return Err("must be 1-256 characters".to_string());
+    }
+    match jct::text::line_problem(text) {
+        Some(problem) => Err(problem.to_string()),
+        None => Ok(text.to_string()),
+    }
 }
 
 impl WorkerConfig {
@@ -163,7 +206,29 @@ impl WorkerConfig {
             .ok_or("JCT_EXECUTOR=command needs JCT_EXECUTOR_COMMAND (the program to run)")?;
         let program =
             shell_words::split(line).map_err(|error| format!("JCT_EXECUTOR_COMMAND: {error}"))?;
+        let mut readonly_paths = Vec::new();
+        for path in self
+            .sandbox_readonly_paths
+            .split(':')
+            .filter(|p| !p.is_empty())
+        {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() || !path.exists() {
+                return Err(format!(
+                    "JCT_SANDBOX_READONLY_PATHS: {} is not an existing absolute path",
+                    path.display()
+                ));
+            }
+            readonly_paths.push(path);
+        }
         Ok(CommandConfig {
+            sandbox: SandboxConfig {
+                mode: self.sandbox,
+                uid: self.sandbox_uid,
+                readonly_paths,
+                allow_network: self.sandbox_allow_network,
+                allow_secrets: self.sandbox_allow_secrets,
+            },
             program,
             network_isolation: self.network_isolation,
             limits: ResourceLimits {
@@ -184,6 +249,21 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         WorkerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn a_worker_id_that_forges_log_lines_is_refused_at_start() {
+        for bad in ["w1\nINFO forged line", "w\0", "w\u{1b}[2J", "w\u{202E}", ""] {
+            assert!(
+                WorkerConfig::try_parse_from(["worker-service", "--worker-id", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        let config = WorkerConfig::try_parse_from(["worker-service", "--worker-id", "pod-7.a_b"]);
+        assert_eq!(
+            config.map(|c| c.worker_id()).ok(),
+            Some("pod-7.a_b".to_string())
+        );
     }
 
     #[test]

@@ -157,7 +157,12 @@ fn report(
         lease_token: assignment.lease_token.clone(),
         status: status.to_string(),
         result: result.as_ref().map(json_to_struct),
-        error,
+        // the message quotes the program's stderr: escaped before it leaves the
+        // worker (error.json in the trace keeps the raw text)
+        error: error.map(|error| pb::TaskError {
+            code: jct::text::escape(&error.code),
+            message: jct::text::escape(&error.message),
+        }),
         trace_uri: trace_uri.to_string(),
     }
 }
@@ -278,10 +283,13 @@ async fn record_run(
             }
             Outcome::Cancelled => trace.write_json(
                 trace::ERROR_FILE,
-                &json!({ "code": task_error::CANCELLED, "message": "cancelled while running; the process group was killed" }),
+                &json!({ "code": task_error::CANCELLED, "message": "cancelled while running; every process of the program was killed" }),
             )?,
         }
-        trace.write_json(trace::MANIFEST_FILE, &attempt.manifest(status, manifest_extra))?;
+        // sealed: the program's tree is dead (or the manifest says it is not)
+        let mut manifest = attempt.manifest(status, manifest_extra);
+        manifest["artifacts"] = trace.digests()?;
+        trace.write_json(trace::MANIFEST_FILE, &manifest)?;
         let event = if status == "cancelled" { "cancelled" } else { "finished" };
         trace.event(event, json!({ "status": status }))?;
         trace.sync()
@@ -290,8 +298,9 @@ async fn record_run(
     Ok((trace_uri, outcome))
 }
 
-/// Prepares the workspace, runs the program, captures the diff, cleans up.
-/// Returns the outcome, manifest fields, and the trace folder back.
+/// The command executor's steps for one attempt: prepare the workspace → run →
+/// collect the diff → finish (clean up). Returns the outcome, manifest fields,
+/// and the trace folder back.
 async fn run_command(
     context: &Arc<RunnerContext>,
     task: &pb::Task,
@@ -307,102 +316,162 @@ async fn run_command(
         };
         return (failed, json!({}), trace);
     };
-    let dir = context.workspace_root.join(format!("{task_id}-{attempt}"));
+    let constraints = task.constraints.unwrap_or_default();
+    let task_budget = u64::try_from(constraints.time_budget_seconds.unwrap_or(900)).unwrap_or(900);
+    let seconds = context
+        .max_task_seconds
+        .map_or(task_budget, |cap| task_budget.min(cap));
+    let time_budget = std::time::Duration::from_secs(seconds);
+    // one deadline for the whole attempt: checkout, program and diff
+    let budget = workspace::Budget {
+        deadline: tokio::time::Instant::now().checked_add(time_budget),
+        cancel: control.token.clone(),
+    };
+
+    // prepare
+    let owner = executor::sandbox::workspace_owner(&command.sandbox);
     let target = task.target.clone().unwrap_or_default();
-    let workspace = match &context.git_base {
-        Some(base) => {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            match workspace::prepare(base, &target.repo, &target.r#ref, &dir).await {
-                Ok(workspace) => Some(workspace),
-                Err(error) => {
-                    let message = format!(
-                        "could not check out {}@{}: {error}",
-                        target.repo, target.r#ref
-                    );
-                    let _ = trace.event("workspace_failed", json!({ "error": message }));
-                    let failed = Outcome::Failed {
-                        code: task_error::WORKSPACE_FAILED.into(),
-                        message,
-                    };
-                    return (failed, json!({}), trace);
-                }
-            }
-        }
-        None => {
-            if let Err(error) = tokio::fs::create_dir_all(&dir).await {
-                let message = format!("could not create the workspace: {error}");
-                let failed = Outcome::Failed {
+    let name = format!("{task_id}-{attempt}");
+    let prepared = workspace::fresh(
+        &context.workspace_root,
+        &name,
+        context
+            .git_base
+            .as_deref()
+            .map(|base| (base, target.repo.as_str(), target.r#ref.as_str())),
+        owner,
+        &budget,
+    )
+    .await;
+    let (dir, checkout) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let outcome = match &error {
+                workspace::WorkspaceError::DeadlineExceeded(_) => timed_out(),
+                workspace::WorkspaceError::Cancelled(_) => Outcome::Cancelled,
+                _ => Outcome::Failed {
                     code: task_error::WORKSPACE_FAILED.into(),
-                    message,
-                };
-                return (failed, json!({}), trace);
-            }
-            None
+                    message: format!(
+                        "could not prepare the workspace for {}@{}: {error}",
+                        target.repo, target.r#ref
+                    ),
+                },
+            };
+            let _ = trace.event("workspace_failed", json!({ "error": error.to_string() }));
+            return (outcome, json!({}), trace);
         }
     };
-    let base_commit = workspace.as_ref().map(|w| w.base_commit.clone());
+    let base_commit = checkout.as_ref().map(|w| w.base_commit.clone());
     let _ = trace.event(
         "workspace_ready",
         json!({ "dir": dir, "base_commit": base_commit }),
     );
 
-    let constraints = task.constraints.unwrap_or_default();
-    let task_budget = u64::try_from(constraints.time_budget_seconds.unwrap_or(900)).unwrap_or(900);
-    let budget = context
-        .max_task_seconds
-        .map_or(task_budget, |cap| task_budget.min(cap));
-    let run = CommandRun {
-        task_json: serde_json::to_vec(&task_to_json(task)).unwrap_or_default(),
-        task_env: vec![
-            ("JCT_TASK_ID".into(), task_id.to_string()),
-            ("JCT_TASK_ATTEMPT".into(), attempt.to_string()),
-            ("JCT_TRACE_DIR".into(), trace.dir().display().to_string()),
-            ("JCT_WORKSPACE".into(), dir.display().to_string()),
-        ],
-        workspace: dir.clone(),
-        stdout_path: trace.path(trace::STDOUT_FILE),
-        stderr_path: trace.path(trace::STDERR_FILE),
-        time_budget: std::time::Duration::from_secs(budget),
-        allow_network: constraints.allow_network,
-        allow_secrets: constraints.allow_secrets,
-        cancel: control.token.clone(),
+    // run
+    let report = match open_outputs(&trace) {
+        Ok((stdout, stderr)) => {
+            let run = CommandRun {
+                task_json: serde_json::to_vec(&task_to_json(task)).unwrap_or_default(),
+                task_env: vec![
+                    ("JCT_TASK_ID".into(), task_id.to_string()),
+                    ("JCT_TASK_ATTEMPT".into(), attempt.to_string()),
+                    ("JCT_WORKSPACE".into(), dir.display().to_string()),
+                ],
+                workspace: dir.clone(),
+                stdout,
+                stderr,
+                time_budget: budget.deadline.map_or(time_budget, |d| {
+                    d.saturating_duration_since(tokio::time::Instant::now())
+                }),
+                allow_network: constraints.allow_network,
+                allow_secrets: constraints.allow_secrets,
+                cancel: control.token.clone(),
+            };
+            let _ = trace.event(
+                "started",
+                json!({ "program": command.program, "time_budget_seconds": seconds }),
+            );
+            executor::command::run(&command, run).await
+        }
+        Err(error) => {
+            let _ = trace.event("trace_write_failed", json!({ "error": error.to_string() }));
+            let _ = workspace::remove_dir(&dir).await;
+            let failed = Outcome::Failed {
+                code: task_error::EXECUTOR_ERROR.into(),
+                message: format!("the worker could not open the trace's output files: {error}"),
+            };
+            return (failed, json!({}), trace);
+        }
     };
     let _ = trace.event(
-        "started",
-        json!({ "program": command.program, "time_budget_seconds": budget }),
+        "exited",
+        json!({ "end": report.end, "tree_dead": report.tree_dead }),
     );
-    let report = executor::command::run(&command, run).await;
-    let _ = trace.event("exited", json!({ "end": report.end }));
 
-    let mut diff_bytes = None;
-    if let Some(workspace) = &workspace {
-        match workspace::capture_diff(workspace, &trace.path(trace::DIFF_FILE)).await {
-            Ok(bytes) => diff_bytes = Some(bytes),
+    // collect the diff (only once nothing of the program can change the workspace)
+    let mut diff = None;
+    let mut diff_stop = None;
+    if let Some(checkout) = checkout.as_ref().filter(|_| report.tree_dead) {
+        let captured = match trace.create_file(trace::DIFF_FILE) {
+            Ok(file) => {
+                workspace::capture_diff(checkout, file, command.output_limit_bytes, &budget).await
+            }
+            Err(error) => Err(workspace::WorkspaceError::Io {
+                context: "cannot create diff.patch".into(),
+                source: error,
+            }),
+        };
+        match captured {
+            Ok(captured) => diff = Some(captured),
             Err(error) => {
+                diff_stop = match &error {
+                    workspace::WorkspaceError::DeadlineExceeded(_) => Some(timed_out()),
+                    workspace::WorkspaceError::Cancelled(_) => Some(Outcome::Cancelled),
+                    _ => None,
+                };
                 let _ = trace.event("diff_failed", json!({ "error": error.to_string() }));
             }
         }
-        if let Err(error) = workspace::remove(workspace).await {
-            warn!(%task_id, %error, "workspace not removed");
-        }
-    } else if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
-        warn!(%task_id, %error, "workspace not removed");
     }
 
-    let outcome = outcome_of(&report, diff_bytes);
+    // finish
+    if let Err(error) = workspace::remove_dir(&dir).await {
+        warn!(%task_id, %error, "workspace not removed");
+    }
+    let mut outcome = outcome_of(&report, diff.map(|d| d.bytes));
+    if let (Some(stop), Outcome::Completed { .. }) = (diff_stop, &outcome) {
+        outcome = stop;
+    }
     let extra = json!({
         "exit_code": match report.end { CommandEnd::Exited { code } => Some(code), _ => None },
         "end": report.end,
+        "tree_dead": report.tree_dead,
         "duration_ms": report.duration_ms,
         "stdout_bytes": report.stdout_bytes,
         "stderr_bytes": report.stderr_bytes,
         "stdout_truncated": report.stdout_truncated,
         "stderr_truncated": report.stderr_truncated,
         "base_commit": base_commit,
-        "diff_bytes": diff_bytes,
+        "diff_bytes": diff.map(|d| d.bytes),
+        "diff_truncated": diff.map(|d| d.truncated),
         "sandbox": report.sandbox,
     });
     (outcome, extra, trace)
+}
+
+/// stdout.log and stderr.log, created by the worker in the trace folder.
+fn open_outputs(trace: &TraceFolder) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    Ok((
+        trace.create_file(trace::STDOUT_FILE)?,
+        trace.create_file(trace::STDERR_FILE)?,
+    ))
+}
+
+fn timed_out() -> Outcome {
+    Outcome::Failed {
+        code: task_error::TIME_BUDGET_EXCEEDED.into(),
+        message: "the time budget ran out; every process of the program was killed".into(),
+    }
 }
 
 fn outcome_of(report: &CommandReport, diff_bytes: Option<u64>) -> Outcome {
@@ -431,16 +500,11 @@ fn outcome_of(report: &CommandReport, diff_bytes: Option<u64>) -> Outcome {
             task_error::EXIT_STATUS,
             format!("the program was killed by signal {signal}: {tail}"),
         ),
-        CommandEnd::TimedOut => failed(
-            task_error::TIME_BUDGET_EXCEEDED,
-            "the time budget ran out; the program's process group was killed".to_string(),
-        ),
+        CommandEnd::TimedOut => timed_out(),
         CommandEnd::Cancelled => Outcome::Cancelled,
         CommandEnd::SandboxUnavailable { reason } => failed(
             task_error::SANDBOX_UNAVAILABLE,
-            format!(
-                "the network sandbox could not be set up, so the program was not run: {reason}"
-            ),
+            format!("the sandbox could not be set up, so the program was not run: {reason}"),
         ),
         CommandEnd::SpawnFailed { reason } => failed(
             task_error::EXECUTOR_ERROR,
@@ -455,4 +519,51 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment() -> pb::Assignment {
+        pb::Assignment {
+            task: Some(pb::Task {
+                id: Uuid::now_v7().to_string(),
+                ..Default::default()
+            }),
+            lease_token: Uuid::now_v7().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A program's stderr reaches the report escaped: the intake refuses raw
+    /// control text, and people read the message in terminals.
+    #[test]
+    fn program_text_is_escaped_before_it_leaves_the_worker() {
+        let stderr = "boom\0 \u{1b}]8;;https://evil.example\u{1b}\\click\u{1b}]8;;\u{1b}\\ \u{202E}txt.exe\n\u{1b}[2J";
+        let message = format!("the program exited with status 2: {stderr}");
+        let code = task_error::EXIT_STATUS.to_string();
+        let sent = report(
+            &assignment(),
+            "failed",
+            None,
+            Some(pb::TaskError { code, message }),
+            "",
+        );
+        let error = sent.error.expect("error");
+        assert_eq!(jct::text::line_problem(&error.code), None);
+        assert_eq!(
+            jct::text::text_problem(&error.message),
+            None,
+            "{:?}",
+            error.message
+        );
+        assert!(
+            error.message.contains("boom\\u{0000}")
+                && error.message.contains("\\u{001b}]8;;https://evil.example")
+                && error.message.contains("\\u{202e}txt.exe"),
+            "{}",
+            error.message
+        );
+    }
 }

@@ -3,15 +3,24 @@
 //! a retry writes `$JCT_TRACE_ROOT/<task_id>/attempt-<n>/`. Paths are built only
 //! from the server-made task id (a parsed UUID) and the attempt number.
 //!
-//! Writes are synchronous (std::fs): callers run them on blocking threads.
+//! The folder is written by the worker alone: directories are 0700, every file
+//! is created 0600 through the folder's descriptor with O_NOFOLLOW | O_EXCL
+//! (whatever was at the name is unlinked first, never followed), and the manifest
+//! is sealed with the SHA-256 of each artifact once the program's processes are
+//! proven dead.
+//!
+//! Writes are synchronous: callers run them on blocking threads.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub const TASK_FILE: &str = "task.json";
@@ -23,8 +32,19 @@ pub const ERROR_FILE: &str = "error.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const DIFF_FILE: &str = "diff.patch";
 
+/// The files whose digests the manifest holds (events.jsonl goes on after it).
+const SEALED: &[&str] = &[
+    TASK_FILE,
+    STDOUT_FILE,
+    STDERR_FILE,
+    DIFF_FILE,
+    RESULT_FILE,
+    ERROR_FILE,
+];
+
 pub struct TraceFolder {
     dir: PathBuf,
+    fd: OwnedFd,
     events: File,
 }
 
@@ -43,13 +63,26 @@ impl TraceFolder {
     /// under `root`, which the worker canonicalized once at start (so `uri` is an
     /// absolute path without resolving it again per task).
     pub fn create(root: &Path, task_id: Uuid, attempt: i32) -> io::Result<TraceFolder> {
-        let dir = root.join(Self::relative_dir(task_id, attempt));
-        fs::create_dir_all(&dir)?;
-        let events = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(EVENTS_FILE))?;
-        Ok(TraceFolder { dir, events })
+        fs::create_dir_all(root)?;
+        let root_fd = open_dir(rustix::fs::CWD, root)?;
+        let mut fd = subdir(&root_fd, &task_id.to_string())?;
+        if attempt > 1 {
+            fd = subdir(&fd, &format!("attempt-{attempt}"))?;
+        }
+        let events = File::from(rustix::fs::openat(
+            &fd,
+            EVENTS_FILE,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?);
+        if !events.metadata()?.is_file() {
+            return Err(io::Error::other("events.jsonl is not a regular file"));
+        }
+        Ok(TraceFolder {
+            dir: root.join(Self::relative_dir(task_id, attempt)),
+            fd,
+            events,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -61,8 +94,20 @@ impl TraceFolder {
         format!("file://{}", self.dir.display())
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    /// Creates `name` afresh (0600): whatever was there is unlinked, never
+    /// followed, and the new file is made with O_EXCL | O_NOFOLLOW.
+    pub fn create_file(&self, name: &str) -> io::Result<File> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok(File::from(fd))
     }
 
     /// Appends one event line: `{"ts": …, "event": kind, …fields}`.
@@ -85,17 +130,86 @@ impl TraceFolder {
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        fs::write(self.path(name), bytes)
+        self.write_bytes(name, &bytes)
     }
 
     pub fn write_text(&self, name: &str, text: &str) -> io::Result<()> {
-        fs::write(self.path(name), text)
+        self.write_bytes(name, text.as_bytes())
+    }
+
+    fn write_bytes(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut file = self.create_file(name)?;
+        file.write_all(bytes)?;
+        file.sync_data()
+    }
+
+    /// Size and SHA-256 of every artifact present, read without following links:
+    /// `{"stdout.log": {"bytes": N, "sha256": "…"}, …}`.
+    pub fn digests(&self) -> io::Result<Json> {
+        let mut artifacts = Map::new();
+        for name in SEALED {
+            let fd = match rustix::fs::openat(
+                &self.fd,
+                *name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut file = File::from(fd);
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut bytes = 0u64;
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                bytes += n as u64;
+                hasher.update(&buf[..n]);
+            }
+            let digest: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            artifacts.insert(
+                (*name).to_string(),
+                json!({ "bytes": bytes, "sha256": digest }),
+            );
+        }
+        Ok(Json::Object(artifacts))
     }
 
     /// Makes everything written so far durable.
     pub fn sync(&self) -> io::Result<()> {
-        self.events.sync_data()
+        self.events.sync_data()?;
+        rustix::fs::fsync(&self.fd)?;
+        Ok(())
     }
+}
+
+fn open_dir(at: impl rustix::fd::AsFd, path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Makes (0700) or opens the directory `name` under `parent`, refusing a link,
+/// and makes sure it is the worker's alone.
+fn subdir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = open_dir(parent, Path::new(name))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700))?;
+    Ok(fd)
 }
 
 pub fn now_rfc3339() -> String {
@@ -105,6 +219,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn attempts_after_the_first_get_subfolders() {
@@ -125,7 +240,7 @@ mod tests {
         let mut trace = TraceFolder::create(&root.path().canonicalize()?, Uuid::now_v7(), 1)?;
         trace.event("assigned", json!({"attempt": 1}))?;
         trace.event("started", json!({}))?;
-        let text = fs::read_to_string(trace.path(EVENTS_FILE))?;
+        let text = fs::read_to_string(trace.dir().join(EVENTS_FILE))?;
         let lines: Vec<Json> = text
             .lines()
             .map(|l| serde_json::from_str(l).map_err(io::Error::other))
@@ -135,6 +250,29 @@ mod tests {
         assert_eq!(lines[0]["attempt"], 1);
         assert!(lines[1]["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
         assert!(trace.uri().starts_with("file:///"));
+        Ok(())
+    }
+
+    #[test]
+    fn files_are_private_and_links_are_replaced_not_followed() -> io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let trace = TraceFolder::create(&root.path().canonicalize()?, Uuid::now_v7(), 2)?;
+        let victim = root.path().join("victim");
+        fs::write(&victim, "original")?;
+        std::os::unix::fs::symlink(&victim, trace.dir().join(RESULT_FILE))?;
+        trace.write_json(RESULT_FILE, &json!({"ok": true}))?;
+        assert_eq!(fs::read_to_string(&victim)?, "original");
+        let meta = fs::symlink_metadata(trace.dir().join(RESULT_FILE))?;
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let dir = fs::metadata(trace.dir())?;
+        assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+        let digests = trace.digests()?;
+        assert_eq!(digests[RESULT_FILE]["bytes"], 17);
+        assert_eq!(
+            digests[RESULT_FILE]["sha256"].as_str().map(str::len),
+            Some(64)
+        );
         Ok(())
     }
 }

@@ -4,14 +4,35 @@
 //! Git runs as the worker (outside the sandbox) with a controlled environment: no
 //! system or global configuration, no prompts, only the `file`, `git`, `http`,
 //! `https` and `ssh` transports, and every client-supplied string after `--` or in a
-//! position where it cannot be read as an option.
+//! position where it cannot be read as an option. Every git command runs under the
+//! task's deadline and cancellation, and credentials in the git base never reach a
+//! command line or an environment: a credential helper reads them from a 0600
+//! file of the worker's.
 
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The time a task has left and its cancellation: git obeys both.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    pub deadline: Option<Instant>,
+    pub cancel: CancellationToken,
+}
+
+/// What [`capture_diff`] kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiffCapture {
+    pub bytes: u64,
+    /// The diff was longer than the limit and was cut there.
+    pub truncated: bool,
+}
 
 /// How much of git's stderr goes into an error.
 const STDERR_SNIPPET_BYTES: usize = 2000;
@@ -53,7 +74,7 @@ pub enum WorkspaceError {
     Invalid {
         what: &'static str,
         value: String,
-        why: &'static str,
+        why: String,
     },
     #[error("workspace directory {} exists and is not empty", .0.display())]
     NotEmpty(PathBuf),
@@ -72,6 +93,10 @@ pub enum WorkspaceError {
     },
     #[error("the workspace's .git was replaced or removed ({})", .0.display())]
     Tampered(PathBuf),
+    #[error("git {0} ran out of the task's time budget and was killed")]
+    DeadlineExceeded(String),
+    #[error("git {0} was stopped: the task was cancelled")]
+    Cancelled(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -101,9 +126,15 @@ pub async fn prepare(
     repo: &str,
     ref_name: &str,
     dir: &Path,
+    budget: &Budget,
 ) -> Result<Workspace, WorkspaceError> {
     check_repo(repo)?;
     check_ref(ref_name)?;
+    let (git_base, userinfo) = split_credentials(git_base);
+    let git_base = git_base.as_str();
+    let credentials = userinfo
+        .map(|userinfo| CredentialFile::write(&userinfo))
+        .transpose()?;
     let candidates = source_candidates(git_base, repo)?;
     if candidates.is_empty() {
         return Err(no_such_repository(git_base, repo, ref_name));
@@ -134,7 +165,12 @@ pub async fn prepare(
         }
     };
 
-    match checkout(&candidates, git_base, repo, ref_name, dir).await {
+    let source = Source {
+        candidates: &candidates,
+        git_base,
+        credentials: credentials.as_ref(),
+    };
+    match checkout(&source, repo, ref_name, dir, budget).await {
         Ok(base_commit) => Ok(Workspace {
             dir: dir.to_path_buf(),
             base_commit,
@@ -153,30 +189,95 @@ pub async fn prepare(
     }
 }
 
+/// Where a checkout comes from: URLs without credentials, and the file that
+/// carries them.
+struct Source<'a> {
+    candidates: &'a [String],
+    git_base: &'a str,
+    credentials: Option<&'a CredentialFile>,
+}
+
+/// The git base's credentials in a 0600 file of a 0700 directory of the worker's,
+/// handed to git by a credential helper that reads it: never on a command line,
+/// never in an environment. Removed when dropped.
+struct CredentialFile {
+    dir: tempfile::TempDir,
+}
+
+impl CredentialFile {
+    fn write(userinfo: &[u8]) -> Result<CredentialFile, WorkspaceError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let invalid = || WorkspaceError::Invalid {
+            what: "git base credentials",
+            value: "***".into(),
+            why: "a line break or NUL in the user or password".into(),
+        };
+        if userinfo.iter().any(|b| matches!(b, b'\n' | b'\r' | 0)) {
+            return Err(invalid());
+        }
+        let (user, password) = match userinfo.iter().position(|b| *b == b':') {
+            Some(at) => (&userinfo[..at], &userinfo[at + 1..]),
+            None => (userinfo, &b""[..]),
+        };
+        let fail = |e| WorkspaceError::io("cannot write the git credentials file", e);
+        let dir = tempfile::Builder::new()
+            .prefix("jct-git-credentials")
+            .tempdir()
+            .map_err(fail)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("credentials"))
+            .map_err(fail)?;
+        let mut text = b"username=".to_vec();
+        text.extend_from_slice(user);
+        text.extend_from_slice(b"\npassword=");
+        text.extend_from_slice(password);
+        text.push(b'\n');
+        file.write_all(&text).map_err(fail)?;
+        Ok(CredentialFile { dir })
+    }
+
+    /// git's `credential.helper` value: prints the file for `get`, ignores the rest.
+    fn helper(&self) -> String {
+        let path = self.dir.path().join("credentials");
+        format!(
+            "!f() {{ test \"$1\" = get && cat '{}'; }}; f",
+            path.display().to_string().replace('\'', "")
+        )
+    }
+}
+
 async fn checkout(
-    candidates: &[String],
-    git_base: &str,
+    source: &Source<'_>,
     repo: &str,
     ref_name: &str,
     dir: &Path,
+    budget: &Budget,
 ) -> Result<String, WorkspaceError> {
-    git(dir, ["init", "--quiet"]).await?;
+    let (candidates, git_base) = (source.candidates, source.git_base);
+    git(dir, ["init", "--quiet"], budget).await?;
     let mut failures = Vec::new();
     for url in candidates {
-        let output = git_output(
-            dir,
-            [
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-recurse-submodules",
-                "--depth=1",
-                "--",
-                url.as_str(),
-                ref_name,
-            ],
-        )
-        .await?;
+        let mut cmd = git_command(dir);
+        if let Some(credentials) = source.credentials {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "credential.helper")
+                .env("GIT_CONFIG_VALUE_0", credentials.helper());
+        }
+        cmd.args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--depth=1",
+            "--",
+            url.as_str(),
+            ref_name,
+        ]);
+        let output = run(cmd, "fetch", budget).await?;
         if output.status.success() {
             failures.clear();
             break;
@@ -194,8 +295,13 @@ async fn checkout(
             stderr: failures.join("; "),
         });
     }
-    git(dir, ["checkout", "--quiet", "--detach", "FETCH_HEAD"]).await?;
-    let head = git(dir, ["rev-parse", "--verify", "HEAD^{commit}"]).await?;
+    git(
+        dir,
+        ["checkout", "--quiet", "--detach", "FETCH_HEAD"],
+        budget,
+    )
+    .await?;
+    let head = git(dir, ["rev-parse", "--verify", "HEAD^{commit}"], budget).await?;
     let sha = String::from_utf8_lossy(&head).trim().to_string();
     if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(WorkspaceError::Git {
@@ -208,14 +314,20 @@ async fn checkout(
 }
 
 /// Writes the changes of the working tree against `base_commit`, new (untracked,
-/// not ignored) files included, as a binary-safe patch to `out`. Returns the bytes
-/// written.
+/// not ignored) files included, as a binary-safe patch to `out`, cut at `limit`
+/// bytes.
 ///
 /// The program had write access to the workspace, `.git` included; so first the
 /// repository's configuration is reset to a plain one (no fsmonitor, filters, hooks
 /// or external diff drivers of the program's choosing run in the worker) and
-/// `.git` must still be a real directory.
-pub async fn capture_diff(workspace: &Workspace, out: &Path) -> Result<u64, WorkspaceError> {
+/// `.git` must still be a real directory. `git add` and `git diff` run under the
+/// task's budget: a workspace of huge or sparse files cannot hold the worker.
+pub async fn capture_diff(
+    workspace: &Workspace,
+    out: std::fs::File,
+    limit: u64,
+    budget: &Budget,
+) -> Result<DiffCapture, WorkspaceError> {
     let dot_git = workspace.dir.join(".git");
     let is_dir = tokio::fs::symlink_metadata(&dot_git)
         .await
@@ -223,11 +335,13 @@ pub async fn capture_diff(workspace: &Workspace, out: &Path) -> Result<u64, Work
     if !is_dir {
         return Err(WorkspaceError::Tampered(dot_git));
     }
-    for file in ["commondir", "gitdir"] {
-        if tokio::fs::symlink_metadata(dot_git.join(file))
-            .await
-            .is_ok()
-        {
+    for file in ["commondir", "gitdir", "config"] {
+        let meta = tokio::fs::symlink_metadata(dot_git.join(file)).await;
+        let planted = match file {
+            "config" => meta.is_ok_and(|m| !m.is_file()),
+            _ => meta.is_ok(),
+        };
+        if planted {
             return Err(WorkspaceError::Tampered(dot_git.join(file)));
         }
     }
@@ -236,10 +350,8 @@ pub async fn capture_diff(workspace: &Workspace, out: &Path) -> Result<u64, Work
         .await
         .map_err(|e| WorkspaceError::io(format!("cannot reset {}", config.display()), e))?;
 
-    git(&workspace.dir, ["add", "--all", "--", "."]).await?;
+    git(&workspace.dir, ["add", "--all", "--", "."], budget).await?;
 
-    let file = std::fs::File::create(out)
-        .map_err(|e| WorkspaceError::io(format!("cannot create {}", out.display()), e))?;
     let mut cmd = git_command(&workspace.dir);
     cmd.args([
         "diff",
@@ -251,21 +363,131 @@ pub async fn capture_diff(workspace: &Workspace, out: &Path) -> Result<u64, Work
         "--no-renames",
         workspace.base_commit.as_str(),
         "--",
-    ])
-    .stdout(Stdio::from(file));
-    let output = run(cmd, "diff").await?;
-    check_status("diff", &output)?;
-    let len = tokio::fs::metadata(out)
-        .await
-        .map_err(|e| WorkspaceError::io(format!("cannot read {}", out.display()), e))?
-        .len();
-    Ok(len)
+    ]);
+    let mut out = tokio::fs::File::from_std(out);
+    let copy = async {
+        let fail = |e| WorkspaceError::io("cannot run git diff", e);
+        let mut child = cmd.spawn().map_err(fail)?;
+        let mut stdout = child.stdout.take();
+        let mut kept = 0u64;
+        let mut truncated = false;
+        if let Some(pipe) = stdout.as_mut() {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = pipe.read(&mut buf).await.map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                let room = usize::try_from(limit.saturating_sub(kept)).unwrap_or(usize::MAX);
+                let keep = n.min(room);
+                out.write_all(&buf[..keep])
+                    .await
+                    .map_err(|e| WorkspaceError::io("cannot write diff.patch", e))?;
+                kept += keep as u64;
+                if keep < n {
+                    // the rest is not kept: stop git instead of reading it all
+                    truncated = true;
+                    let _ = child.start_kill();
+                    break;
+                }
+            }
+        }
+        drop(stdout);
+        let output = child.wait_with_output().await.map_err(fail)?;
+        if !truncated {
+            check_status("diff", &output)?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| WorkspaceError::io("cannot write diff.patch", e))?;
+        Ok(DiffCapture {
+            bytes: kept,
+            truncated,
+        })
+    };
+    within(budget, "diff", copy).await
+}
+
+/// Creates the attempt's workspace `<root>/<name>` afresh: mode 0700, whatever was
+/// at that name (a planted directory, a link) removed first and never followed,
+/// the root made 0711 if the worker creates it. With `git`, (base, repo, ref) is
+/// checked out into it. With `owner`, everything in it is handed to that uid (the
+/// sandbox's, when the worker is root). On failure nothing is left.
+pub async fn fresh(
+    root: &Path,
+    name: &str,
+    git: Option<(&str, &str, &str)>,
+    owner: Option<u32>,
+    budget: &Budget,
+) -> Result<(PathBuf, Option<Workspace>), WorkspaceError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if tokio::fs::symlink_metadata(root).await.is_err() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o711);
+        builder
+            .create(root)
+            .map_err(|e| WorkspaceError::io(format!("cannot create {}", root.display()), e))?;
+    }
+    let dir = root.join(name);
+    remove_dir(&dir).await?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| WorkspaceError::io(format!("cannot create {}", dir.display()), e))?;
+    let checkout = match git {
+        Some((base, repo, ref_name)) => match prepare(base, repo, ref_name, &dir, budget).await {
+            Ok(checkout) => Some(checkout),
+            Err(error) => {
+                let _ = remove_dir(&dir).await;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
+    if let Some(uid) = owner {
+        let owned = dir.clone();
+        let given = tokio::task::spawn_blocking(move || give_to(&owned, uid))
+            .await
+            .map_err(|e| WorkspaceError::io("cannot hand over the workspace", io::Error::other(e)))
+            .and_then(|r| {
+                r.map_err(|e| WorkspaceError::io(format!("cannot hand over {}", dir.display()), e))
+            });
+        if let Err(error) = given {
+            let _ = remove_dir(&dir).await;
+            return Err(error);
+        }
+    }
+    Ok((dir, checkout))
+}
+
+/// Makes `uid` (and the group of the same number) the owner of `dir` and all in
+/// it, links themselves and not their targets.
+fn give_to(dir: &Path, uid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            give_to(&entry?.path(), uid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the workspace directory (gone already is fine).
 pub async fn remove(workspace: &Workspace) -> Result<(), WorkspaceError> {
-    let dir = &workspace.dir;
-    match tokio::fs::remove_dir_all(dir).await {
+    remove_dir(&workspace.dir).await
+}
+
+/// Removes `dir`, or the file or link at that name (gone already is fine).
+pub async fn remove_dir(dir: &Path) -> Result<(), WorkspaceError> {
+    let dir = dir.to_path_buf();
+    let fail = |e| WorkspaceError::io(format!("cannot remove {}", dir.display()), e);
+    match tokio::fs::symlink_metadata(&dir).await {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(e)),
+        Ok(meta) if !meta.is_dir() => return tokio::fs::remove_file(&dir).await.map_err(fail),
+        Ok(_) => {}
+    }
+    match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -273,14 +495,9 @@ pub async fn remove(workspace: &Workspace) -> Result<(), WorkspaceError> {
             // (without following symlinks) and try again.
             let owned = dir.clone();
             let _ = tokio::task::spawn_blocking(move || make_writable(&owned)).await;
-            tokio::fs::remove_dir_all(dir)
-                .await
-                .map_err(|e| WorkspaceError::io(format!("cannot remove {}", dir.display()), e))
+            tokio::fs::remove_dir_all(&dir).await.map_err(fail)
         }
-        Err(e) => Err(WorkspaceError::io(
-            format!("cannot remove {}", dir.display()),
-            e,
-        )),
+        Err(e) => Err(fail(e)),
     }
 }
 
@@ -316,53 +533,22 @@ async fn empty_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The same rules the intake's gate applies (`jct::names`), checked again here:
+/// the worker does not rely on the intake alone.
 fn check_repo(repo: &str) -> Result<(), WorkspaceError> {
-    let invalid = |why| WorkspaceError::Invalid {
+    jct::names::check_repo(repo).map_err(|problem| WorkspaceError::Invalid {
         what: "repository",
         value: repo.to_string(),
-        why,
-    };
-    if repo.is_empty() {
-        return Err(invalid("empty"));
-    }
-    for segment in repo.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(invalid("empty, `.` or `..` path segment"));
-        }
-        if segment.starts_with('-') {
-            return Err(invalid("a path segment starts with `-`"));
-        }
-        if !segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(invalid(
-                "only letters, digits, `.`, `_` and `-` are allowed",
-            ));
-        }
-    }
-    Ok(())
+        why: problem.to_string(),
+    })
 }
 
 fn check_ref(ref_name: &str) -> Result<(), WorkspaceError> {
-    let invalid = |why| WorkspaceError::Invalid {
+    jct::names::check_ref(ref_name).map_err(|problem| WorkspaceError::Invalid {
         what: "ref",
         value: ref_name.to_string(),
-        why,
-    };
-    if ref_name.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if ref_name.starts_with(['-', '^', '+']) {
-        return Err(invalid("starts with `-`, `^` or `+`"));
-    }
-    if ref_name.contains("..")
-        || ref_name
-            .contains(|c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
-    {
-        return Err(invalid("not a valid git ref name"));
-    }
-    Ok(())
+        why: problem.to_string(),
+    })
 }
 
 /// `<base>/<repo>.git` then `<base>/<repo>`; for a local base only those that exist,
@@ -373,7 +559,7 @@ fn source_candidates(git_base: &str, repo: &str) -> Result<Vec<String>, Workspac
         return Err(WorkspaceError::Invalid {
             what: "git base",
             value: git_base.to_string(),
-            why: "empty",
+            why: "empty".to_string(),
         });
     }
     if base.contains("://") {
@@ -408,6 +594,44 @@ fn redact(url: &str) -> String {
         Some(at) => format!("{scheme}://***{}", &rest[at..]),
         None => url.to_string(),
     }
+}
+
+/// `url` without its user information, and that information (percent-decoded).
+fn split_credentials(url: &str) -> (String, Option<Vec<u8>>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    (
+        format!("{scheme}://{}", &rest[at + 1..]),
+        Some(percent_decode(&rest[..at])),
+    )
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn git_command(dir: &Path) -> Command {
@@ -454,35 +678,48 @@ fn git_command(dir: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // its own group, so helpers (git-remote-https, …) die with it
+        .process_group(0)
         .kill_on_drop(true);
     cmd
 }
 
-/// Runs git to completion. (Not `Command::output`: tokio's would replace a stdout
-/// redirected to a file with a pipe.)
-async fn run(mut cmd: Command, what: &str) -> Result<std::process::Output, WorkspaceError> {
-    let fail = |e| WorkspaceError::io(format!("cannot run git {what}"), e);
-    let child = cmd.spawn().map_err(fail)?;
-    child.wait_with_output().await.map_err(fail)
+/// Runs `work` (which owns a git child) until the budget's deadline or its
+/// cancellation; dropping it kills git (kill_on_drop).
+async fn within<T>(
+    budget: &Budget,
+    what: &str,
+    work: impl Future<Output = Result<T, WorkspaceError>>,
+) -> Result<T, WorkspaceError> {
+    let deadline = async {
+        match budget.deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = budget.cancel.cancelled() => Err(WorkspaceError::Cancelled(what.to_string())),
+        () = deadline => Err(WorkspaceError::DeadlineExceeded(what.to_string())),
+    }
 }
 
-async fn git_output<I, S>(dir: &Path, args: I) -> Result<std::process::Output, WorkspaceError>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut cmd = git_command(dir);
-    let args: Vec<S> = args.into_iter().collect();
-    let what = args
-        .first()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    cmd.args(args);
-    run(cmd, &what).await
+/// Runs git to completion within the budget.
+async fn run(
+    mut cmd: Command,
+    what: &str,
+    budget: &Budget,
+) -> Result<std::process::Output, WorkspaceError> {
+    let fail = |e| WorkspaceError::io(format!("cannot run git {what}"), e);
+    let child = cmd.spawn().map_err(fail)?;
+    within(budget, what, async {
+        child.wait_with_output().await.map_err(fail)
+    })
+    .await
 }
 
 /// Runs git and returns its stdout, or the failure with a stderr snippet.
-async fn git<I, S>(dir: &Path, args: I) -> Result<Vec<u8>, WorkspaceError>
+async fn git<I, S>(dir: &Path, args: I, budget: &Budget) -> Result<Vec<u8>, WorkspaceError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -492,7 +729,9 @@ where
         .first()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let output = git_output(dir, args).await?;
+    let mut cmd = git_command(dir);
+    cmd.args(args);
+    let output = run(cmd, &what, budget).await?;
     check_status(&what, &output)?;
     Ok(output.stdout)
 }
@@ -578,9 +817,15 @@ mod tests {
     async fn prepare_modify_and_capture_diff() {
         let (tmp, base, sha) = bare_repo();
         let dir = tmp.path().join("work/task-1");
-        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
-            .await
-            .expect("prepare");
+        let ws = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/service",
+            "main",
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect("prepare");
         assert_eq!(ws.base_commit, sha);
         assert_eq!(ws.dir, dir);
         assert_eq!(
@@ -592,7 +837,15 @@ mod tests {
         std::fs::create_dir(dir.join("src")).expect("mkdir");
         std::fs::write(dir.join("src/new.rs"), "fn main() {}\n").expect("write");
         let patch = tmp.path().join("diff.patch");
-        let len = capture_diff(&ws, &patch).await.expect("diff");
+        let len = capture_diff(
+            &ws,
+            std::fs::File::create(&patch).expect("patch"),
+            u64::MAX,
+            &Budget::default(),
+        )
+        .await
+        .expect("diff")
+        .bytes;
         let text = std::fs::read_to_string(&patch).expect("read");
         assert_eq!(len, text.len() as u64);
         assert!(
@@ -636,11 +889,28 @@ mod tests {
     async fn unchanged_workspace_has_an_empty_diff() {
         let (tmp, base, _) = bare_repo();
         let dir = tmp.path().join("ws");
-        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
-            .await
-            .expect("prepare");
+        let ws = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/service",
+            "main",
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect("prepare");
         let patch = tmp.path().join("diff.patch");
-        assert_eq!(capture_diff(&ws, &patch).await.expect("diff"), 0);
+        assert_eq!(
+            capture_diff(
+                &ws,
+                std::fs::File::create(&patch).expect("patch"),
+                u64::MAX,
+                &Budget::default()
+            )
+            .await
+            .expect("diff")
+            .bytes,
+            0
+        );
     }
 
     #[tokio::test]
@@ -648,9 +918,15 @@ mod tests {
         let (tmp, base, sha) = bare_repo();
         std::fs::rename(base.join("myorg/service.git"), base.join("myorg/plain")).expect("rename");
         let dir = tmp.path().join("ws");
-        let ws = prepare(base.to_str().expect("utf-8"), "myorg/plain", &sha, &dir)
-            .await
-            .expect("prepare");
+        let ws = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/plain",
+            &sha,
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect("prepare");
         assert_eq!(ws.base_commit, sha);
     }
 
@@ -663,6 +939,7 @@ mod tests {
             "myorg/service",
             "no-such-branch",
             &dir,
+            &Budget::default(),
         )
         .await
         .expect_err("unknown ref");
@@ -674,9 +951,15 @@ mod tests {
         );
         assert!(!dir.exists());
 
-        let err = prepare(base.to_str().expect("utf-8"), "myorg/missing", "main", &dir)
-            .await
-            .expect_err("unknown repo");
+        let err = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/missing",
+            "main",
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect_err("unknown repo");
         assert!(matches!(err, WorkspaceError::Fetch { .. }), "{err:?}");
         assert!(err.to_string().contains("no repository"), "{err}");
         assert!(!dir.exists());
@@ -696,7 +979,7 @@ mod tests {
             ("", "main"),
             ("myorg/service", ""),
         ] {
-            let err = prepare(base, repo, ref_name, &dir)
+            let err = prepare(base, repo, ref_name, &dir, &Budget::default())
                 .await
                 .expect_err("invalid");
             assert!(matches!(err, WorkspaceError::Invalid { .. }), "{err:?}");
@@ -723,9 +1006,15 @@ mod tests {
         let dir = tmp.path().join("ws");
         std::fs::create_dir(&dir).expect("mkdir");
         std::fs::write(dir.join("x"), "x").expect("write");
-        let err = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
-            .await
-            .expect_err("not empty");
+        let err = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/service",
+            "main",
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect_err("not empty");
         assert!(matches!(err, WorkspaceError::NotEmpty(_)), "{err:?}");
         assert!(dir.join("x").exists());
     }
@@ -734,9 +1023,15 @@ mod tests {
     async fn program_config_does_not_run_in_the_worker() {
         let (tmp, base, _) = bare_repo();
         let dir = tmp.path().join("ws");
-        let ws = prepare(base.to_str().expect("utf-8"), "myorg/service", "main", &dir)
-            .await
-            .expect("prepare");
+        let ws = prepare(
+            base.to_str().expect("utf-8"),
+            "myorg/service",
+            "main",
+            &dir,
+            &Budget::default(),
+        )
+        .await
+        .expect("prepare");
         let marker = tmp.path().join("pwned");
         let config = dir.join(".git/config");
         let mut text = std::fs::read_to_string(&config).expect("config");
@@ -748,7 +1043,15 @@ mod tests {
         std::fs::write(dir.join(".gitattributes"), "* filter=x\n").expect("write");
         std::fs::write(dir.join("README.md"), "changed\n").expect("write");
         let patch = tmp.path().join("diff.patch");
-        capture_diff(&ws, &patch).await.expect("diff");
+        let _ = capture_diff(
+            &ws,
+            std::fs::File::create(&patch).expect("patch"),
+            u64::MAX,
+            &Budget::default(),
+        )
+        .await
+        .expect("diff")
+        .bytes;
         assert!(!marker.exists(), "the program's git config ran a command");
         let text = std::fs::read_to_string(&patch).expect("read");
         assert!(text.contains("+changed"), "{text}");

@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use jct::reasons;
 use jct::v1 as pb;
 use jct::v1::worker_message::Kind as Inbound;
+use jct::{reasons, text};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -30,6 +30,8 @@ use super::status_change::{StatusFields, read_transition};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WORKER_ID_CHARS: usize = 256;
+/// Longest executor name or version a worker may announce.
+const MAX_LABEL_CHARS: usize = 128;
 
 pub struct DispatchApi {
     dispatcher: Dispatcher,
@@ -106,6 +108,22 @@ fn read_hello(principal: String, hello: pb::WorkerHello) -> Result<Hello, Vec<Fi
             "hello.worker_id",
             format!("must be 1-{MAX_WORKER_ID_CHARS} characters"),
         ));
+    } else if let Some(problem) = text::line_problem(&hello.worker_id) {
+        // a worker id is written into every log line about the worker
+        violations.push(violation("hello.worker_id", problem.to_string()));
+    }
+    for (field, value) in [
+        ("hello.executor", &hello.executor),
+        ("hello.version", &hello.version),
+    ] {
+        if value.chars().count() > MAX_LABEL_CHARS {
+            violations.push(violation(
+                field,
+                format!("must be at most {MAX_LABEL_CHARS} characters"),
+            ));
+        } else if let Some(problem) = text::line_problem(value) {
+            violations.push(violation(field, problem.to_string()));
+        }
     }
     if hello.capacity == 0 || hello.capacity > MAX_CAPACITY {
         violations.push(violation(

@@ -120,7 +120,10 @@ pub fn from_rejection(rejection: Rejection) -> Status {
         Rejection::UnsupportedVersion(version) => status(
             Code::InvalidArgument,
             reasons::UNSUPPORTED_VERSION,
-            format!("version {version:?} is not supported; send \"1.0\" or leave it empty"),
+            format!(
+                "version \"{}\" is not supported; send \"1.0\" or leave it empty",
+                jct::text::escape(&version.chars().take(64).collect::<String>())
+            ),
         ),
         Rejection::Validation(violations) => validation_failed(
             violations

@@ -3,6 +3,7 @@
 //! stream): every field checked against the target status, every violation named.
 
 use jct::structs::struct_to_json;
+use jct::text;
 use jct::v1 as pb;
 use uuid::Uuid;
 
@@ -57,11 +58,12 @@ pub fn read_transition(
     prefix: &str,
 ) -> Result<Transition, Vec<FieldViolation>> {
     let mut violations = Vec::new();
+    // one violation per field: its first problem
     let mut violation = |field: &str, description: String| {
-        violations.push(FieldViolation {
-            field: format!("{prefix}{field}"),
-            description,
-        });
+        let field = format!("{prefix}{field}");
+        if !violations.iter().any(|v: &FieldViolation| v.field == field) {
+            violations.push(FieldViolation { field, description });
+        }
     };
     let task_id = Uuid::parse_str(fields.task_id);
     if task_id.is_err() {
@@ -72,7 +74,7 @@ pub fn read_transition(
         violation(
             "status",
             format!(
-                "must be one of running, completed, failed, cancelled, got {:?}",
+                "must be one of running, completed, failed, cancelled, got \"{}\"",
                 short(fields.status)
             ),
         );
@@ -116,6 +118,12 @@ pub fn read_transition(
             ),
         );
     }
+    if let Some(problem) = result
+        .as_ref()
+        .and_then(|map| policy::document_text_problem("result", map, policy::Strings::Data))
+    {
+        violation(&problem.field, problem.description);
+    }
     let error = fields.error.map(|error| TaskError {
         code: error.code.clone(),
         message: error
@@ -124,19 +132,28 @@ pub fn read_transition(
             .take(MAX_ERROR_MESSAGE_CHARS)
             .collect(),
     });
-    if let Some(error) = &error
-        && (error.code.is_empty() || error.code.chars().count() > MAX_ERROR_CODE_CHARS)
-    {
-        violation(
-            "error.code",
-            format!("must be 1-{MAX_ERROR_CODE_CHARS} characters"),
-        );
+    if let Some(error) = &error {
+        if error.code.is_empty() || error.code.chars().count() > MAX_ERROR_CODE_CHARS {
+            violation(
+                "error.code",
+                format!("must be 1-{MAX_ERROR_CODE_CHARS} characters"),
+            );
+        }
+        if let Some(problem) = text::line_problem(&error.code) {
+            violation("error.code", problem.to_string());
+        }
+        if let Some(problem) = text::text_problem(&error.message) {
+            violation("error.message", problem.to_string());
+        }
     }
     if fields.trace_uri.chars().count() > MAX_TRACE_URI_CHARS {
         violation(
             "trace_uri",
             format!("must be at most {MAX_TRACE_URI_CHARS} characters"),
         );
+    }
+    if let Some(problem) = text::line_problem(fields.trace_uri) {
+        violation("trace_uri", problem.to_string());
     }
     match to {
         Some(Status::Completed) => {
@@ -178,7 +195,7 @@ pub fn read_transition(
     })
 }
 
-/// A client-sent value quoted in a description, cut short.
-fn short(text: &str) -> String {
-    text.chars().take(64).collect()
+/// A sent value quoted in a description: cut short and escaped.
+fn short(value: &str) -> String {
+    text::escape(&value.chars().take(64).collect::<String>())
 }

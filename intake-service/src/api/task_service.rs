@@ -112,6 +112,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         request: Request<pb::ListTasksRequest>,
     ) -> RpcResult<pb::ListTasksResponse> {
         let request = request.into_inner();
+        check_filters(&request)?;
         let filter = ListFilter {
             status: non_empty(request.status),
             operation: non_empty(request.operation),
@@ -215,6 +216,37 @@ fn watch_stream(watch: TaskWatch, stopping: CancellationToken) -> TaskStream {
                 _ = stopping.cancelled() => Some((Err(errors::shutting_down()), None)),
             }
         },
+    ))
+}
+
+/// Filters are matched exactly against stored values, which pass the text rules;
+/// a filter that breaks them (or is longer than any stored value) is a client
+/// error, never a query (a NUL would fail it on Postgres).
+fn check_filters(request: &pb::ListTasksRequest) -> Result<(), Status> {
+    const MAX_FILTER_CHARS: usize = 256;
+    let filters = [
+        ("status", &request.status),
+        ("operation", &request.operation),
+        ("requester_kind", &request.requester_kind),
+        ("target_repo", &request.target_repo),
+    ];
+    let mut violations = Vec::new();
+    for (field, value) in filters {
+        let Some(value) = value else { continue };
+        if value.chars().count() > MAX_FILTER_CHARS {
+            violations.push((
+                field,
+                format!("must be at most {MAX_FILTER_CHARS} characters"),
+            ));
+        } else if let Some(problem) = jct::text::line_problem(value) {
+            violations.push((field, problem.to_string()));
+        }
+    }
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(validation_failed(
+        violations.iter().map(|(f, d)| (*f, d.as_str())),
     ))
 }
 

@@ -65,7 +65,8 @@ pub(super) fn invalid_operation(operation: &str) -> PolicyViolation {
     PolicyViolation::new(
         PolicyReason::InvalidOperation,
         format!(
-            "operation {operation:?} is not allowed; use one of code_change, docs, analysis, ops"
+            "operation \"{}\" is not allowed; use one of code_change, docs, analysis, ops",
+            jct::text::escape(&operation.chars().take(64).collect::<String>())
         ),
     )
 }

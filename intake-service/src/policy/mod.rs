@@ -7,12 +7,11 @@
 
 mod draft;
 mod gate;
-mod names;
 mod schema;
 
 pub use draft::{ConstraintsDraft, RequesterDraft, TargetDraft, TaskDraft};
 pub use gate::{PolicyReason, PolicyViolation};
-pub use schema::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH};
+pub use schema::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_DEPTH, Strings, document_text_problem};
 
 use crate::task::{SPEC_VERSION, TaskSpec};
 

@@ -9,7 +9,8 @@ use crate::task::{
 };
 
 use super::draft::Document;
-use super::{FieldViolation, TaskDraft, names};
+use super::{FieldViolation, TaskDraft};
+use jct::{names, text};
 
 /// Deepest nesting allowed in `inputs` and `metadata` (objects and arrays).
 pub const MAX_DOCUMENT_DEPTH: usize = 32;
@@ -35,7 +36,12 @@ pub(super) enum Checked {
 struct Violations(Vec<FieldViolation>);
 
 impl Violations {
+    /// Records the field's first problem only: one violation per field, so a
+    /// value that is both too long and hostile reads as one fix to make.
     fn add(&mut self, field: &str, description: impl Into<String>) {
+        if self.0.iter().any(|violation| violation.field == field) {
+            return;
+        }
         self.0.push(FieldViolation {
             field: field.to_string(),
             description: description.into(),
@@ -53,6 +59,22 @@ impl Violations {
             self.add(field, format!("must be {bounds} characters, got {length}"));
         }
     }
+
+    /// Free text (newlines and tabs allowed): no control, bidi or invisible
+    /// character.
+    fn check_text(&mut self, field: &str, value: &str) {
+        if let Some(problem) = text::text_problem(value) {
+            self.add(field, problem.to_string());
+        }
+    }
+
+    /// A single line (an id, a key, a label): as [`Self::check_text`], and no
+    /// newline or tab.
+    fn check_line(&mut self, field: &str, value: &str) {
+        if let Some(problem) = text::line_problem(value) {
+            self.add(field, problem.to_string());
+        }
+    }
 }
 
 pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<FieldViolation>> {
@@ -60,6 +82,7 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
 
     if let Some(key) = &draft.idempotency_key {
         violations.check_length("idempotency_key", key, 1, IDEMPOTENCY_KEY_CHARS);
+        violations.check_line("idempotency_key", key);
     }
 
     let requested_by = match &draft.requested_by {
@@ -73,14 +96,16 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
                 violations.add(
                     "requested_by.kind",
                     format!(
-                        "must be one of human, agent, system, got {:?}",
-                        requester.kind
+                        "must be one of human, agent, system, got \"{}\"",
+                        quoted(&requester.kind)
                     ),
                 );
             }
             violations.check_length("requested_by.id", &requester.id, 1, REQUESTER_ID_CHARS);
+            violations.check_line("requested_by.id", &requester.id);
             if let Some(label) = &requester.label {
                 violations.check_length("requested_by.label", label, 1, LABEL_CHARS);
+                violations.check_line("requested_by.label", label);
             }
             kind.map(|kind| Requester {
                 kind,
@@ -97,6 +122,7 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
         OBJECTIVE_CHARS.0,
         OBJECTIVE_CHARS.1,
     );
+    violations.check_text("objective", &objective);
 
     if draft.operation.is_empty() {
         violations.add(
@@ -115,6 +141,17 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
 
     let inputs = check_document("inputs", draft.inputs, &mut violations);
     let metadata = check_document("metadata", draft.metadata, &mut violations);
+    for (field, document, strings) in [
+        ("inputs", &inputs, Strings::Data),
+        ("metadata", &metadata, Strings::Text),
+    ] {
+        if let Some(problem) = document
+            .as_ref()
+            .and_then(|map| document_text_problem(field, map, strings))
+        {
+            violations.0.push(problem);
+        }
+    }
 
     let (Some(requested_by), Some(target), Some(inputs), Some(metadata)) =
         (requested_by, target, inputs, metadata)
@@ -156,8 +193,8 @@ fn normalize_target(target: &super::TargetDraft, violations: &mut Violations) ->
         violations.add("target.repo", "is required (owner/name)");
     } else {
         violations.check_length("target.repo", &repo, 1, REPO_CHARS);
-        if let Some(problem) = names::repo_problem(&repo) {
-            violations.add("target.repo", problem);
+        if let Err(problem) = names::check_repo(&repo) {
+            violations.add("target.repo", problem.to_string());
         }
     }
 
@@ -167,13 +204,13 @@ fn normalize_target(target: &super::TargetDraft, violations: &mut Violations) ->
         target.ref_name.clone()
     };
     violations.check_length("target.ref", &ref_name, 1, REF_CHARS);
-    if let Some(problem) = names::ref_problem(&ref_name) {
-        violations.add("target.ref", problem);
+    if let Err(problem) = names::check_ref(&ref_name) {
+        violations.add("target.ref", problem.to_string());
     }
 
     violations.check_length("target.path", &target.path, 0, PATH_CHARS);
-    if let Some(problem) = names::path_problem(&target.path) {
-        violations.add("target.path", problem);
+    if let Err(problem) = names::check_path(&target.path) {
+        violations.add("target.path", problem.to_string());
     }
     Target {
         repo,
@@ -216,6 +253,88 @@ fn check_document(
         return None;
     }
     Some(map)
+}
+
+/// What the string values of a document may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// Data for or from a program (`inputs`, a result): anything but NUL, which
+    /// no database stores in text. It is JSON-escaped wherever it is shown.
+    Data,
+    /// Labels people read (`metadata`): free text, as `objective`.
+    Text,
+}
+
+/// The first text problem of a document, named by its path under `field`: keys
+/// are single lines everywhere, string values follow `strings`. Iterative, so
+/// hostile depth costs no stack.
+pub fn document_text_problem(
+    field: &str,
+    map: &Map<String, Json>,
+    strings: Strings,
+) -> Option<FieldViolation> {
+    let mut pending: Vec<(String, &Json)> = Vec::new();
+    if let Some(problem) = push_members(field, map, &mut pending) {
+        return Some(problem);
+    }
+    while let Some((path, value)) = pending.pop() {
+        match value {
+            Json::String(value) => {
+                let problem = match strings {
+                    Strings::Data => value
+                        .contains('\0')
+                        .then(|| "must not contain NUL (U+0000)".to_string()),
+                    Strings::Text => text::text_problem(value).map(|p| p.to_string()),
+                };
+                if let Some(description) = problem {
+                    return Some(FieldViolation {
+                        field: path,
+                        description,
+                    });
+                }
+            }
+            Json::Object(inner) => {
+                if let Some(problem) = push_members(&path, inner, &mut pending) {
+                    return Some(problem);
+                }
+            }
+            Json::Array(items) => pending.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (format!("{path}[{i}]"), item)),
+            ),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Queues an object's members by path; a key that is not one clean line is the
+/// problem found.
+fn push_members<'a>(
+    parent: &str,
+    object: &'a Map<String, Json>,
+    pending: &mut Vec<(String, &'a Json)>,
+) -> Option<FieldViolation> {
+    for (key, value) in object {
+        let path = format!("{parent}.{}", quoted(key));
+        if let Some(problem) = text::line_problem(key) {
+            return Some(FieldViolation {
+                field: path,
+                description: format!("has a key that {problem}"),
+            });
+        }
+        pending.push((path, value));
+    }
+    None
+}
+
+/// A client's string shown in a field path or description: short, and escaped
+/// so that it cannot carry what the text rules refuse.
+fn quoted(value: &str) -> String {
+    let short: String = value.chars().take(64).collect();
+    text::escape(&short)
 }
 
 /// Nesting depth of an object: 1 for a flat one; every object or array, empty or

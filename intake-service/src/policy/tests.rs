@@ -1415,7 +1415,7 @@ fn non_finite_numbers_are_named_by_their_path() {
 #[test]
 fn documents_are_stored_as_sent() {
     let inputs = object(json!({
-        "n": null, "b": true, "i": -3, "f": 1.5, "s": "ü\u{0}",
+        "n": null, "b": true, "i": -3, "f": 1.5, "s": "ü\u{1}\u{1b}[0m",
         "list": [1, "two", {"three": [3]}], "empty": {}
     }));
     let spec = admitted(with(|d| {
@@ -1706,6 +1706,23 @@ fn check_admitted(draft: &TaskDraft, config: &PolicyConfig, spec: &TaskSpec) -> 
     }
     if !(5..=4000).contains(&spec.objective.chars().count()) {
         return fail("objective length");
+    }
+    // text a person reads: no control, bidi or invisible character; ids one line
+    if jct::text::text_problem(&spec.objective).is_some()
+        || jct::text::line_problem(&spec.requested_by.id).is_some()
+        || spec
+            .requested_by
+            .label
+            .iter()
+            .chain(&spec.idempotency_key)
+            .any(|text| jct::text::line_problem(text).is_some())
+        || jct::text::line_problem(&spec.target.ref_name).is_some()
+        || jct::text::line_problem(&spec.target.path).is_some()
+    {
+        return fail("hostile text admitted");
+    }
+    if spec.target.repo.split('/').any(|s| s.starts_with('-')) {
+        return fail("a repo segment git could read as an option");
     }
     // operation
     if spec.operation.as_str() != draft.operation {

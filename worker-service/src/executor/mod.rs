@@ -1,6 +1,9 @@
 //! Executors: what running a task means. `record` runs no code and describes what
 //! would have run; `command` runs the operator's program in a sandbox.
 
+mod bwrap;
+mod capture;
+mod cgroup;
 pub mod command;
 pub mod record;
 pub mod sandbox;
@@ -28,6 +31,19 @@ impl ExecutorKind {
     }
 }
 
+/// Whether the program runs in the sandbox (`JCT_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every program runs under bubblewrap; where a protection cannot be set up the
+    /// task fails with SANDBOX_UNAVAILABLE naming it.
+    Required,
+    /// The operator's explicit opt-out: the program runs as a plain child of the
+    /// worker (its own process group, the environment allowlist, rlimits). Every
+    /// manifest records it.
+    Off,
+}
+
 /// Whether `allow_network = false` must be enforced with a network namespace
 /// (`JCT_NETWORK_ISOLATION`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -44,9 +60,10 @@ pub enum NetworkIsolation {
 /// Operator limits on the executed program's whole process tree. `None` = unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ResourceLimits {
-    /// Address space per process (RLIMIT_AS), in MiB.
+    /// Memory of the whole task (a cgroup; RLIMIT_AS per process where the host
+    /// delegates no memory cgroup), in MiB.
     pub memory_mb: Option<u64>,
-    /// Processes of the executing user (RLIMIT_NPROC).
+    /// Processes of the whole task (a pids cgroup; RLIMIT_NPROC where none).
     pub processes: Option<u64>,
     /// Largest file the program may write (RLIMIT_FSIZE), in MiB.
     pub file_size_mb: Option<u64>,
@@ -61,20 +78,51 @@ pub struct CommandConfig {
     pub limits: ResourceLimits,
     /// Bytes of stdout and of stderr kept in the trace; the rest is drained and dropped.
     pub output_limit_bytes: u64,
+    pub sandbox: SandboxConfig,
+}
+
+/// The operator's sandbox settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// The uid (and gid) bubblewrap runs as when the worker is root
+    /// (`JCT_SANDBOX_UID`), so the program has no root at all.
+    pub uid: u32,
+    /// Host paths the program may read besides the system directories
+    /// (`JCT_SANDBOX_READONLY_PATHS`).
+    pub readonly_paths: Vec<PathBuf>,
+    /// Whether this worker runs tasks that ask for network (`JCT_SANDBOX_ALLOW_NETWORK`).
+    pub allow_network: bool,
+    /// Whether this worker runs tasks that ask for secrets (`JCT_SANDBOX_ALLOW_SECRETS`).
+    pub allow_secrets: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            mode: SandboxMode::Required,
+            uid: 65534,
+            readonly_paths: Vec::new(),
+            allow_network: false,
+            allow_secrets: false,
+        }
+    }
 }
 
 /// One run of the program for one task attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CommandRun {
     /// The task as JSON, written to the program's stdin.
     pub task_json: Vec<u8>,
     /// Variables the program gets besides PATH, HOME and LANG: JCT_TASK_ID,
-    /// JCT_TASK_ATTEMPT, JCT_TRACE_DIR, JCT_WORKSPACE.
+    /// JCT_TASK_ATTEMPT, JCT_WORKSPACE.
     pub task_env: Vec<(String, String)>,
     /// Working directory (the task's workspace).
     pub workspace: PathBuf,
-    pub stdout_path: PathBuf,
-    pub stderr_path: PathBuf,
+    /// Where stdout and stderr go, opened by the worker in the trace folder
+    /// (the program never gets a path into it).
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
     pub time_budget: Duration,
     pub allow_network: bool,
     pub allow_secrets: bool,
@@ -105,21 +153,35 @@ pub enum CommandEnd {
     },
 }
 
-/// What the sandbox enforced, for the manifest.
+/// What the sandbox enforced, for the manifest: exactly the protections that
+/// applied to this run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SandboxFacts {
+    /// "bubblewrap" or "off (operator: JCT_SANDBOX=off)".
+    pub mode: String,
     /// e.g. "isolated (network namespace, loopback only)", "off (operator)",
     /// "allowed (task)".
     pub network: String,
     /// e.g. "allowlist (PATH, HOME, LANG, JCT_*)" or "inherited (allow_secrets)".
     pub environment: String,
+    /// What of the host's filesystem the program saw.
+    pub filesystem: String,
+    /// Who the program ran as.
+    pub user: String,
+    /// How the process count was bounded ("cgroup v1 pids.max", "RLIMIT_NPROC", "unbounded").
+    pub processes: String,
+    /// How memory was bounded.
+    pub memory: String,
+    /// How the whole process tree was killed and proven dead.
+    pub process_tree: String,
     pub limits: ResourceLimits,
-    pub process_group: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CommandReport {
     pub end: CommandEnd,
+    /// Every process of the program is known to be gone (the trace may be sealed).
+    pub tree_dead: bool,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     pub stdout_truncated: bool,
