@@ -3,6 +3,7 @@
 //!
 //!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
 //!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
+//!   jct-bench sandbox  [--runs 300]
 //!
 //! Every figure is printed next to a baseline measured in the same run: the no-op
 //! unary RPC (grpc.health.v1 Check on the same server) for the intake.
@@ -63,6 +64,12 @@ enum Mode {
         #[arg(long, default_value_t = 300)]
         latency_tasks: usize,
     },
+    /// Start-to-exit of /bin/true through the sandboxed `command` executor, beside a
+    /// plain spawn and a bare `bwrap --unshare-all … true` in the same run.
+    Sandbox {
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+    },
 }
 
 #[tokio::main]
@@ -80,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
         } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
+        Mode::Sandbox { runs } => bench_sandbox(runs).await,
         Mode::Dispatch {
             tasks,
             workers,
@@ -548,4 +556,106 @@ async fn bench_dispatch(
 fn humantime_parse(text: &str) -> anyhow::Result<i128> {
     let at = humantime::parse_rfc3339(text)?;
     Ok(at.duration_since(std::time::UNIX_EPOCH)?.as_micros() as i128)
+}
+
+// === the sandbox: start-to-exit of /bin/true ===
+
+async fn bench_sandbox(runs: usize) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use worker_service::executor::{self, CommandEnd};
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    let workspace = dir.path().join("ws");
+    std::fs::create_dir(&workspace)?;
+    let config = executor::CommandConfig {
+        program: vec!["/bin/true".into()],
+        network_isolation: executor::NetworkIsolation::Required,
+        limits: executor::ResourceLimits::default(),
+        output_limit_bytes: 1 << 20,
+        sandbox: executor::SandboxConfig::default(),
+    };
+    if let Some(uid) = executor::sandbox::workspace_owner(&config.sandbox) {
+        std::os::unix::fs::lchown(&workspace, Some(uid), Some(uid))?;
+    }
+    let bare: Vec<&str> = vec![
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--",
+        "true",
+    ];
+    let mut plain = Histogram::<u64>::new(3)?;
+    let mut bwrap = Histogram::<u64>::new(3)?;
+    let mut sandboxed = Histogram::<u64>::new(3)?;
+    // interleaved, so that drift on a shared machine hits all three alike
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let status = Command::new("/bin/true").status().await?;
+        plain.record(started.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(status.success(), "/bin/true failed");
+
+        let started = Instant::now();
+        let status = Command::new("bwrap").args(&bare).status().await?;
+        bwrap.record(started.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(status.success(), "bare bwrap failed");
+
+        let run = executor::CommandRun {
+            task_json: b"{}".to_vec(),
+            task_env: Vec::new(),
+            workspace: workspace.clone(),
+            stdout: std::fs::File::create(dir.path().join("stdout.log"))?,
+            stderr: std::fs::File::create(dir.path().join("stderr.log"))?,
+            time_budget: Duration::from_secs(30),
+            allow_network: false,
+            allow_secrets: false,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        };
+        let started = Instant::now();
+        let report = executor::command::run(&config, run).await;
+        sandboxed.record(started.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(
+            report.end == CommandEnd::Exited { code: 0 } && report.tree_dead,
+            "the sandboxed run failed: {report:?}"
+        );
+    }
+    let base = bwrap.value_at_quantile(0.5) as f64;
+    println!("runs: {runs} each, interleaved; times are start to exit (reaped)");
+    println!("| run | p50 ms | p99 ms | p50 ratio to bare bwrap |");
+    println!("|---|---|---|---|");
+    for (name, h) in [
+        ("plain spawn of /bin/true", &plain),
+        ("bare `bwrap --unshare-all … true`", &bwrap),
+        ("/bin/true through the sandboxed executor", &sandboxed),
+    ] {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.0} % |",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            100.0 * h.value_at_quantile(0.5) as f64 / base
+        );
+    }
+    Ok(())
 }
