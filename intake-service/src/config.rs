@@ -120,6 +120,12 @@ pub struct IntakeConfig {
     #[arg(long, env = "JCT_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
 
+    /// Secret that signs ListTasks page tokens (any bytes; at least 32 random
+    /// ones). Replicas behind one address share it. Unset: a key drawn at start,
+    /// so a page token holds only on the intake that issued it.
+    #[arg(long, env = "JCT_PAGE_TOKEN_KEY_FILE")]
+    pub page_token_key_file: Option<PathBuf>,
+
     /// Allow serving a non-loopback address without JCT_AUTH_TOKENS_FILE.
     #[arg(long, env = "JCT_INSECURE", default_value_t = false, action = ArgAction::Set)]
     pub insecure: bool,

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::api::dispatch_service::DispatchApi;
 use crate::api::operator_service::OperatorApi;
+use crate::api::page_token::PageTokens;
 use crate::api::task_service::TaskApi;
 use crate::auth::layer::{AuthLayer, DenialSink, LogOnly};
 use crate::auth::{Authenticator, TokensFileError};
@@ -50,8 +51,27 @@ pub enum ServeError {
          as `anonymous`"
     )]
     Insecure(std::net::SocketAddr),
+    #[error("JCT_PAGE_TOKEN_KEY_FILE: {0}")]
+    PageTokenKey(String),
     #[error("the listener has no local address: {0}")]
     Listener(std::io::Error),
+}
+
+fn page_tokens(config: &IntakeConfig) -> Result<PageTokens, ServeError> {
+    let Some(path) = &config.page_token_key_file else {
+        return Ok(PageTokens::random());
+    };
+    let secret = std::fs::read(path).map_err(|error| {
+        ServeError::PageTokenKey(format!("cannot read {}: {}", path.display(), error.kind()))
+    })?;
+    if secret.len() < 32 {
+        return Err(ServeError::PageTokenKey(format!(
+            "{} holds {} bytes; use at least 32 random bytes",
+            path.display(),
+            secret.len()
+        )));
+    }
+    Ok(PageTokens::from_secret(&secret))
 }
 
 /// Secure by default: the callers from the tokens file, or (without one) nobody
@@ -124,7 +144,13 @@ pub async fn serve(
             "JCT_ALLOWED_REPO_PREFIXES is empty: every Enqueue will be refused with REPO_NOT_ALLOWED"
         );
     }
-    let task_api = TaskApi::new(store.clone(), policy, config.max_attempts, stopping.clone());
+    let task_api = TaskApi::new(
+        store.clone(),
+        policy,
+        config.max_attempts,
+        stopping.clone(),
+        page_tokens(&config)?,
+    );
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -119,6 +119,9 @@ pub struct Constraints {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
     pub version: String,
+    /// The authenticated principal that enqueued the task; idempotency keys are
+    /// scoped to it. Set by the intake, never by the request.
+    pub submitted_by: String,
     pub idempotency_key: Option<String>,
     pub requested_by: Requester,
     pub objective: String,
@@ -130,7 +133,8 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// Whether `other` asks for the same task (everything but the key itself).
+    /// Whether `other` asks for the same task (everything but the key itself and
+    /// the submitter, which the key is already scoped to).
     pub fn same_request_as(&self, other: &TaskSpec) -> bool {
         self.version == other.version
             && self.requested_by == other.requested_by

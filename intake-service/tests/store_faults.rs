@@ -61,6 +61,7 @@ pub async fn poison(url: &str) {
 pub fn spec(objective: &str) -> TaskSpec {
     TaskSpec {
         version: "1.0".into(),
+        submitted_by: "anonymous".into(),
         idempotency_key: None,
         requested_by: Requester {
             kind: RequesterKind::parse("agent").expect("kind"),

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_tasks;
 mod m20261202_000200_task_changed_notify;
+mod m20261203_000300_submitted_by;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_tasks::Migration),
             Box::new(m20261202_000200_task_changed_notify::Migration),
+            Box::new(m20261203_000300_submitted_by::Migration),
         ]
     }
 }

@@ -67,6 +67,7 @@ pub fn draft_from_request(request: &pb::EnqueueRequest) -> TaskDraft {
 pub fn spec_to_pb(spec: &TaskSpec) -> pb::Task {
     pb::Task {
         version: spec.version.clone(),
+        submitted_by: spec.submitted_by.clone(),
         idempotency_key: spec.idempotency_key.clone(),
         requested_by: Some(pb::RequestedBy {
             kind: spec.requested_by.kind.as_str().to_string(),

@@ -14,7 +14,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::auth::{AuthError, Principal};
 use crate::dispatch::messages::{
     Ack, Assignment, Closing, FromWorker, Hello, LeaseRef, MAX_CAPACITY, Refusal, Report,
     ReportChange, ToWorker,
@@ -22,9 +21,10 @@ use crate::dispatch::messages::{
 use crate::dispatch::{Dispatcher, WorkerIdTaken};
 use crate::policy::FieldViolation;
 
+use super::caller::caller;
 use super::convert::{task_to_pb, timestamp};
 use super::errors::{
-    self, Failure, status, transition_failure, validation_failed, validation_message,
+    Failure, status, transition_failure, validation_failed, validation_message,
 };
 use super::status_change::{StatusFields, read_transition};
 
@@ -53,13 +53,8 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<DispatchStream>, Status> {
-        // the auth layer puts the caller on every request it lets through; none
-        // means the layer is missing, and a stream without an owner is refused
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .map(|principal| principal.name().to_string())
-            .ok_or_else(|| errors::from_auth(&AuthError::MissingToken))?;
+        // a worker id belongs to the principal that attaches it
+        let principal = caller(&request)?.name().to_string();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(pb::WorkerMessage {

@@ -1,6 +1,7 @@
 //! The gRPC surface: wire types in, domain types to the gate and the store, wire
 //! types out. Handlers stay thin; every mapping lives in [`convert`] and [`errors`].
 
+pub mod caller;
 pub mod convert;
 pub mod dispatch_service;
 pub mod errors;

@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
+use crate::auth::Principal;
 use crate::policy::{self, PolicyConfig};
 use crate::store::{ListFilter, Store, TaskWatch, Transition};
 use crate::task::Status as TaskStatus;
 
-use super::convert::{draft_from_request, spec_to_pb, task_to_pb};
+use super::convert::{draft_from_request, spec_to_pb};
 use super::errors::{self, validation_failed};
-use super::page_token::{self, PageTokenError};
+use super::caller::{caller, may_cancel, may_see, shown_to};
+use super::page_token::{PageTokenError, PageTokens};
 use super::status_change::{StatusFields, read_transition};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
@@ -30,6 +32,7 @@ pub struct TaskApi {
     max_attempts: i32,
     /// Cancelled when the intake drains: open watches end so the drain can finish.
     stopping: CancellationToken,
+    page_tokens: PageTokens,
 }
 
 impl TaskApi {
@@ -38,12 +41,14 @@ impl TaskApi {
         policy: PolicyConfig,
         max_attempts: i32,
         stopping: CancellationToken,
+        page_tokens: PageTokens,
     ) -> Self {
         Self {
             store,
             policy: Arc::new(policy),
             max_attempts,
             stopping,
+            page_tokens,
         }
     }
 }
@@ -60,9 +65,11 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> RpcResult<pb::EnqueueResponse> {
+        let principal = caller(&request)?;
         let request = request.into_inner();
         let draft = draft_from_request(&request);
-        let spec = policy::admit(draft, &self.policy).map_err(errors::from_rejection)?;
+        let mut spec = policy::admit(draft, &self.policy).map_err(errors::from_rejection)?;
+        spec.submitted_by = principal.name().to_string();
         if request.validate_only {
             let mut task = spec_to_pb(&spec);
             task.status = TaskStatus::Queued.as_str().to_string();
@@ -81,17 +88,21 @@ impl pb::task_service_server::TaskService for TaskApi {
         Ok(Response::new(pb::EnqueueResponse {
             task_id: enqueued.task.id.to_string(),
             status: enqueued.task.status.as_str().to_string(),
-            task: Some(task_to_pb(&enqueued.task)),
+            task: Some(shown_to(&principal, &enqueued.task)),
             created: enqueued.created,
         }))
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {
+        let principal = caller(&request)?;
         let task_id = request.into_inner().task_id;
         let id = parse_task_id(&task_id)?;
         match self.store.get(id).await.map_err(errors::from_store)? {
-            Some(task) => Ok(Response::new(task_to_pb(&task))),
-            None => Err(errors::not_found(&task_id)),
+            // another submitter's task is as absent as one that never existed
+            Some(task) if may_see(&principal, &task) => {
+                Ok(Response::new(shown_to(&principal, &task)))
+            }
+            _ => Err(errors::not_found(&task_id)),
         }
     }
 
@@ -99,10 +110,25 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> RpcResult<Self::WatchTaskStream> {
+        let principal = caller(&request)?;
         let task_id = request.into_inner().task_id;
         let id = parse_task_id(&task_id)?;
+        // the owner never changes, so one look before the watch decides it
+        let visible = self
+            .store
+            .get(id)
+            .await
+            .map_err(errors::from_store)?
+            .is_some_and(|task| may_see(&principal, &task));
+        if !visible {
+            return Err(errors::not_found(&task_id));
+        }
         match self.store.watch(id).await.map_err(errors::from_store)? {
-            Some(watch) => Ok(Response::new(watch_stream(watch, self.stopping.clone()))),
+            Some(watch) => Ok(Response::new(watch_stream(
+                watch,
+                principal,
+                self.stopping.clone(),
+            ))),
             None => Err(errors::not_found(&task_id)),
         }
     }
@@ -111,9 +137,11 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> RpcResult<pb::ListTasksResponse> {
+        let principal = caller(&request)?;
         let request = request.into_inner();
         check_filters(&request)?;
         let filter = ListFilter {
+            submitted_by: (!principal.sees_all_tasks()).then(|| principal.name().to_string()),
             status: non_empty(request.status),
             operation: non_empty(request.operation),
             requester_kind: non_empty(request.requester_kind),
@@ -132,21 +160,24 @@ impl pb::task_service_server::TaskService for TaskApi {
             None
         } else {
             Some(
-                page_token::decode(&request.page_token, &filter).map_err(|error| {
-                    let hint = match error {
-                        PageTokenError::Malformed => {
-                            "pass the next_page_token of a previous page as it was"
-                        }
-                        PageTokenError::FiltersChanged => {
-                            "keep the filters of the first page while paging"
-                        }
-                    };
-                    errors::status(
-                        Code::InvalidArgument,
-                        reasons::INVALID_PAGE_TOKEN,
-                        format!("{error}: {hint}"),
-                    )
-                })?,
+                self.page_tokens
+                    .decode(&request.page_token, principal.name(), &filter)
+                    .map_err(|error| {
+                        let hint = match error {
+                            PageTokenError::Malformed => {
+                                "pass the next_page_token of a previous page as it was"
+                            }
+                            PageTokenError::NotIssuedForThis => {
+                                "keep the filters of the first page while paging, and page \
+                                 only with tokens issued to you"
+                            }
+                        };
+                        errors::status(
+                            Code::InvalidArgument,
+                            reasons::INVALID_PAGE_TOKEN,
+                            format!("{error}: {hint}"),
+                        )
+                    })?,
             )
         };
         let mut tasks = self
@@ -157,11 +188,11 @@ impl pb::task_service_server::TaskService for TaskApi {
         let has_more = tasks.len() as u64 > page_size;
         tasks.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
         let next_page_token = match (has_more, tasks.last()) {
-            (true, Some(last)) => page_token::encode(last.id, &filter),
+            (true, Some(last)) => self.page_tokens.encode(last.id, principal.name(), &filter),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(task_to_pb).collect(),
+            tasks: tasks.iter().map(|task| shown_to(&principal, task)).collect(),
             next_page_token,
         }))
     }
@@ -170,6 +201,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         &self,
         request: Request<pb::UpdateStatusRequest>,
     ) -> RpcResult<pb::Task> {
+        let principal = caller(&request)?;
         let request = request.into_inner();
         // running, completed and failed come from the lease holder over the
         // dispatch stream; a client saying so could forge a result or strand a
@@ -190,12 +222,23 @@ impl pb::task_service_server::TaskService for TaskApi {
             trace_uri: None,
             ..change
         };
+        if !principal.manages_all_tasks() {
+            let own = self
+                .store
+                .get(change.task_id)
+                .await
+                .map_err(errors::from_store)?
+                .is_some_and(|task| may_cancel(&principal, &task));
+            if !own {
+                return Err(errors::not_found(&request.task_id));
+            }
+        }
         let task = self
             .store
             .transition(change)
             .await
             .map_err(|error| errors::from_transition(error, &request.task_id))?;
-        Ok(Response::new(task_to_pb(&task)))
+        Ok(Response::new(shown_to(&principal, &task)))
     }
 }
 
@@ -203,15 +246,16 @@ impl pb::task_service_server::TaskService for TaskApi {
 /// client has read the previous one (HTTP/2 flow control pulls the stream), so a
 /// slow client holds one task, the latest. A draining intake ends the stream with
 /// SHUTTING_DOWN, which tells the client to watch again elsewhere.
-fn watch_stream(watch: TaskWatch, stopping: CancellationToken) -> TaskStream {
+fn watch_stream(watch: TaskWatch, principal: Principal, stopping: CancellationToken) -> TaskStream {
     Box::pin(futures::stream::unfold(
-        Some((watch, stopping)),
+        Some((watch, principal, stopping)),
         |state| async move {
-            let (mut watch, stopping) = state?;
+            let (mut watch, principal, stopping) = state?;
             tokio::select! {
                 next = watch.next() => {
                     let task = next?;
-                    Some((Ok(task_to_pb(&task)), Some((watch, stopping))))
+                    let shown = shown_to(&principal, &task);
+                    Some((Ok(shown), Some((watch, principal, stopping))))
                 }
                 _ = stopping.cancelled() => Some((Err(errors::shutting_down()), None)),
             }

@@ -174,6 +174,8 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
     };
     Ok(Checked::Spec(Box::new(TaskSpec {
         version: SPEC_VERSION.to_string(),
+        // the caller, not the request, says who submits (the handler sets it)
+        submitted_by: String::new(),
         idempotency_key: draft.idempotency_key,
         requested_by,
         objective,

@@ -200,6 +200,7 @@ fn valid_draft_is_admitted_exactly_as_it_would_be_stored() {
         spec,
         TaskSpec {
             version: "1.0".to_string(),
+            submitted_by: String::new(),
             idempotency_key: Some("key-1".to_string()),
             requested_by: Requester {
                 kind: RequesterKind::Human,

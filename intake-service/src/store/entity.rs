@@ -17,6 +17,7 @@ pub struct Model {
     pub id: Uuid,
     pub version: String,
     pub idempotency_key: Option<String>,
+    pub submitted_by: String,
     pub requested_by_kind: String,
     pub requested_by_id: String,
     pub requested_by_label: Option<String>,
@@ -62,6 +63,7 @@ impl Model {
             id,
             version: spec.version.clone(),
             idempotency_key: spec.idempotency_key.clone(),
+            submitted_by: spec.submitted_by.clone(),
             requested_by_kind: spec.requested_by.kind.as_str().to_string(),
             requested_by_id: spec.requested_by.id.clone(),
             requested_by_label: spec.requested_by.label.clone(),
@@ -116,6 +118,7 @@ impl Model {
             spec: TaskSpec {
                 version: self.version,
                 idempotency_key: self.idempotency_key,
+                submitted_by: self.submitted_by,
                 requested_by: Requester {
                     kind,
                     id: self.requested_by_id,

@@ -1,6 +1,8 @@
 //! Inserting a batch of new tasks in one statement, with idempotency decided by the
-//! unique index on `idempotency_key`: `ON CONFLICT DO NOTHING` makes exactly one of
-//! any number of racing inserts win, on both backends and across replicas.
+//! unique index on `(submitted_by, idempotency_key)`: `ON CONFLICT DO NOTHING`
+//! makes exactly one of any number of racing inserts win, on both backends and
+//! across replicas. A key belongs to the principal that used it: another
+//! principal's same key is another task.
 
 use std::collections::HashMap;
 
@@ -35,11 +37,12 @@ pub(super) async fn insert_batch(
     now: i64,
 ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
     let mut roles = Vec::with_capacity(requests.len());
-    let mut leaders_by_key: HashMap<&str, usize> = HashMap::new();
+    let mut leaders_by_key: HashMap<(&str, &str), usize> = HashMap::new();
     let mut rows = Vec::with_capacity(requests.len());
     for (index, (spec, max_attempts)) in requests.iter().enumerate() {
         if let Some(key) = spec.idempotency_key.as_deref() {
-            if let Some(&leader) = leaders_by_key.get(key) {
+            let key = (spec.submitted_by.as_str(), key);
+            if let Some(&leader) = leaders_by_key.get(&key) {
                 roles.push(Role::Follower(leader));
                 continue;
             }
@@ -54,7 +57,7 @@ pub(super) async fn insert_batch(
         Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model)).into_query();
     statement
         .on_conflict(
-            OnConflict::column(Column::IdempotencyKey)
+            OnConflict::columns([Column::SubmittedBy, Column::IdempotencyKey])
                 .do_nothing()
                 .to_owned(),
         )
@@ -65,11 +68,14 @@ pub(super) async fn insert_batch(
     }
 
     // Keys whose insert lost to a row stored earlier (or by a concurrent replica).
-    let lost_keys: Vec<&str> = roles
+    let lost_keys: Vec<(&str, &str)> = roles
         .iter()
         .zip(requests)
         .filter_map(|(role, (spec, _))| match role {
-            Role::Leader(row) if !inserted.contains(&ids[*row]) => spec.idempotency_key.as_deref(),
+            Role::Leader(row) if !inserted.contains(&ids[*row]) => spec
+                .idempotency_key
+                .as_deref()
+                .map(|key| (spec.submitted_by.as_str(), key)),
             _ => None,
         })
         .collect();
@@ -85,7 +91,7 @@ pub(super) async fn insert_batch(
             }),
             Role::Leader(_) => {
                 let key = spec.idempotency_key.as_deref().unwrap_or_default();
-                match existing.get(key) {
+                match existing.get(&(spec.submitted_by.clone(), key.to_string())) {
                     Some(stored) => same_or_conflict(stored.clone(), spec),
                     None => Err(StoreError::Corrupt(format!(
                         "idempotency key {key:?} conflicted but no task holds it"
@@ -117,20 +123,29 @@ fn same_or_conflict(stored: Task, spec: &TaskSpec) -> Result<Enqueued, StoreErro
     }
 }
 
+/// The stored tasks of `(submitted_by, idempotency_key)` pairs.
 async fn load_by_keys(
     txn: &impl ConnectionTrait,
-    keys: &[&str],
-) -> Result<HashMap<String, Task>, StoreError> {
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), Task>, StoreError> {
     let mut by_key = HashMap::with_capacity(keys.len());
     if keys.is_empty() {
         return Ok(by_key);
     }
+    // one query for the keys; another principal's rows with the same key are
+    // read and left out
     let models = Entity::find()
-        .filter(Expr::col(Column::IdempotencyKey).is_in(keys.iter().copied()))
+        .filter(Expr::col(Column::IdempotencyKey).is_in(keys.iter().map(|(_, key)| *key)))
         .all(txn)
         .await?;
     for model in models {
-        let key = model.idempotency_key.clone().unwrap_or_default();
+        let key = (
+            model.submitted_by.clone(),
+            model.idempotency_key.clone().unwrap_or_default(),
+        );
+        if !keys.contains(&(key.0.as_str(), key.1.as_str())) {
+            continue;
+        }
         let task = model.into_task()?;
         by_key.insert(key, task);
     }

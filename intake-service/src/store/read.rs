@@ -15,6 +15,8 @@ use super::{Store, StoreError};
 /// Exact-match filters on stored, normalized values; `None` matches all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListFilter {
+    /// Only the tasks of this principal (a submitter's view).
+    pub submitted_by: Option<String>,
     pub status: Option<String>,
     pub operation: Option<String>,
     pub requester_kind: Option<String>,
@@ -51,6 +53,7 @@ impl Store {
     ) -> Result<Vec<Task>, StoreError> {
         let mut query = Entity::find();
         let filters = [
+            (Column::SubmittedBy, &filter.submitted_by),
             (Column::Status, &filter.status),
             (Column::Operation, &filter.operation),
             (Column::RequestedByKind, &filter.requester_kind),

@@ -172,6 +172,7 @@ mod tests {
             id,
             spec: TaskSpec {
                 version: "1.0".into(),
+                submitted_by: "anonymous".into(),
                 idempotency_key: None,
                 requested_by: Requester {
                     kind: RequesterKind::Agent,
