@@ -50,15 +50,16 @@ async fn get_as(intake: &TestIntake, token: &str, id: &str) -> Result<pb::Task, 
     intake
         .client
         .clone()
-        .get_task(as_caller(
-            pb::GetTaskRequest { task_id: id.into() },
-            token,
-        ))
+        .get_task(as_caller(pb::GetTaskRequest { task_id: id.into() }, token))
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn list_as(intake: &TestIntake, token: &str, request: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, tonic::Status> {
+async fn list_as(
+    intake: &TestIntake,
+    token: &str,
+    request: pb::ListTasksRequest,
+) -> Result<pb::ListTasksResponse, tonic::Status> {
     intake
         .client
         .clone()
@@ -94,8 +95,17 @@ async fn submitters_see_and_cancel_only_their_own_tasks(url: &str) {
     );
 
     // alice: her own task, nothing of bob's
-    assert_eq!(get_as(&intake, "tok-alice", &alices.id).await.expect("own").id, alices.id);
-    assert_hidden(get_as(&intake, "tok-alice", &bobs.id).await, "bob's via GetTask");
+    assert_eq!(
+        get_as(&intake, "tok-alice", &alices.id)
+            .await
+            .expect("own")
+            .id,
+        alices.id
+    );
+    assert_hidden(
+        get_as(&intake, "tok-alice", &bobs.id).await,
+        "bob's via GetTask",
+    );
     let mut client = intake.client.clone();
     assert_hidden(
         client
@@ -109,7 +119,9 @@ async fn submitters_see_and_cancel_only_their_own_tasks(url: &str) {
             .map(|_| ()),
         "bob's via WatchTask",
     );
-    let listed = list_as(&intake, "tok-alice", pb::ListTasksRequest::default()).await.expect("list");
+    let listed = list_as(&intake, "tok-alice", pb::ListTasksRequest::default())
+        .await
+        .expect("list");
     assert_eq!(ids(&listed), vec![alices.id.clone()]);
     let cancel = |id: &str, token: &str| {
         as_caller(
@@ -126,7 +138,10 @@ async fn submitters_see_and_cancel_only_their_own_tasks(url: &str) {
         "cancelling bob's",
     );
     assert_eq!(
-        get_as(&intake, "tok-bob", &bobs.id).await.expect("bob's").status,
+        get_as(&intake, "tok-bob", &bobs.id)
+            .await
+            .expect("bob's")
+            .status,
         "queued",
         "bob's task untouched"
     );
@@ -137,13 +152,17 @@ async fn submitters_see_and_cancel_only_their_own_tasks(url: &str) {
 
     // readers and operators see every task; readers cancel nothing
     for token in ["tok-rita", "tok-olga"] {
-        let listed = list_as(&intake, token, pb::ListTasksRequest::default()).await.expect("list");
+        let listed = list_as(&intake, token, pb::ListTasksRequest::default())
+            .await
+            .expect("list");
         assert_eq!(
             ids(&listed),
             vec![olgas.id.clone(), bobs.id.clone(), alices.id.clone()],
             "{token}"
         );
-        get_as(&intake, token, &bobs.id).await.expect("reader and operator see all");
+        get_as(&intake, token, &bobs.id)
+            .await
+            .expect("reader and operator see all");
     }
     let denied = client
         .update_status(cancel(&bobs.id, "tok-rita"))
@@ -188,14 +207,20 @@ async fn idempotency_keys_are_scoped_per_principal(url: &str) {
         (replay.created, replay.task_id.as_str()),
         (false, squat.task_id.as_str())
     );
-    assert_eq!(replay.task.map(|t| t.objective), Some("Bob's deploy".to_string()));
+    assert_eq!(
+        replay.task.map(|t| t.objective),
+        Some("Bob's deploy".to_string())
+    );
     // alice's own replay still finds hers, and a different request conflicts
     let again = client
         .enqueue(as_caller(keyed("Alice's deploy"), "tok-alice"))
         .await
         .expect("alice replays")
         .into_inner();
-    assert_eq!((again.created, again.task_id.as_str()), (false, first.task_id.as_str()));
+    assert_eq!(
+        (again.created, again.task_id.as_str()),
+        (false, first.task_id.as_str())
+    );
     let conflict = client
         .enqueue(as_caller(keyed("Something else"), "tok-alice"))
         .await
@@ -215,7 +240,9 @@ async fn page_tokens_are_bound_to_the_caller_and_the_filters(url: &str) {
         page_token: token.into(),
         ..Default::default()
     };
-    let first = list_as(&intake, "tok-alice", page("")).await.expect("first");
+    let first = list_as(&intake, "tok-alice", page(""))
+        .await
+        .expect("first");
     assert_eq!(first.tasks.len(), 1);
     assert!(!first.next_page_token.is_empty());
     let second = list_as(&intake, "tok-alice", page(&first.next_page_token))
@@ -232,8 +259,14 @@ async fn page_tokens_are_bound_to_the_caller_and_the_filters(url: &str) {
         );
     };
     // borrowed by bob, or by a reader
-    invalid(list_as(&intake, "tok-bob", page(&first.next_page_token)).await, "bob borrows");
-    invalid(list_as(&intake, "tok-rita", page(&first.next_page_token)).await, "rita borrows");
+    invalid(
+        list_as(&intake, "tok-bob", page(&first.next_page_token)).await,
+        "bob borrows",
+    );
+    invalid(
+        list_as(&intake, "tok-rita", page(&first.next_page_token)).await,
+        "rita borrows",
+    );
     // other filters
     invalid(
         list_as(

@@ -23,9 +23,7 @@ use crate::policy::FieldViolation;
 
 use super::caller::caller;
 use super::convert::{task_to_pb, timestamp};
-use super::errors::{
-    Failure, status, transition_failure, validation_failed, validation_message,
-};
+use super::errors::{Failure, status, transition_failure, validation_failed, validation_message};
 use super::status_change::{StatusFields, read_transition};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

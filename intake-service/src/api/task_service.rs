@@ -16,9 +16,9 @@ use crate::policy::{self, PolicyConfig};
 use crate::store::{ListFilter, Store, TaskWatch, Transition};
 use crate::task::Status as TaskStatus;
 
+use super::caller::{caller, may_cancel, may_see, shown_to};
 use super::convert::{draft_from_request, spec_to_pb};
 use super::errors::{self, validation_failed};
-use super::caller::{caller, may_cancel, may_see, shown_to};
 use super::page_token::{PageTokenError, PageTokens};
 use super::status_change::{StatusFields, read_transition};
 
@@ -192,7 +192,10 @@ impl pb::task_service_server::TaskService for TaskApi {
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.iter().map(|task| shown_to(&principal, task)).collect(),
+            tasks: tasks
+                .iter()
+                .map(|task| shown_to(&principal, task))
+                .collect(),
             next_page_token,
         }))
     }
