@@ -34,6 +34,7 @@ const RETRY: RetryPolicy = RetryPolicy {
 fn spec(objective: &str) -> TaskSpec {
     TaskSpec {
         version: "1.0".into(),
+        submitted_by: "anonymous".into(),
         idempotency_key: None,
         requested_by: Requester {
             kind: RequesterKind::parse("agent").expect("kind"),
