@@ -424,6 +424,55 @@ async fn the_trace_folder_is_written_by_the_worker_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_outputs_folder_cannot_smuggle_host_files_into_the_trace() {
+    let case = Case::new();
+    let secret = unique("jct-host-secret");
+    let host_file = case.scratch.path().join("host-secret.txt");
+    std::fs::write(&host_file, &secret).expect("host file");
+    // the program cannot see the host file, but a link to its path would be
+    // followed by a worker that copied without care
+    let script = format!(
+        "echo started; cd \"$JCT_OUTPUTS_DIR\" && echo kept > a-report.txt && \
+         ln -s {host} link.txt && mkfifo fifo && head -c 10000 /dev/zero > big.bin; true",
+        host = host_file.display()
+    );
+    let mut config = case.worker(&script);
+    config.output_limit_bytes = 4096;
+    let out = case.run(config).await;
+    out.assert_ran();
+    let copied = out.trace.join("outputs");
+    assert_eq!(
+        read_lossy(&copied.join("a-report.txt")),
+        "kept\n",
+        "{}",
+        out.manifest
+    );
+    assert!(!copied.join("link.txt").exists() && !copied.join("fifo").exists());
+    for entry in std::fs::read_dir(&copied).expect("outputs").flatten() {
+        assert!(
+            !read_lossy(&entry.path()).contains(&secret),
+            "{} holds the host file",
+            entry.path().display()
+        );
+    }
+    let big = std::fs::metadata(copied.join("big.bin")).map_or(0, |m| m.len());
+    assert!(big < 4096, "big.bin is {big} bytes against a 4096 cap");
+    let files = out.manifest["outputs"]["files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["name"] == "big.bin" && f["truncated"] == true),
+        "{}",
+        out.manifest
+    );
+    assert!(out.manifest["artifacts"]["outputs/a-report.txt"]["sha256"].is_string());
+    case.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn other_workspaces_and_the_workspace_root_are_out_of_reach() {
     let case = Case::new();
     let script = "echo started; mkdir -p ../$JCT_TASK_ID-2 ../next-task; \

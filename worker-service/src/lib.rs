@@ -10,6 +10,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod intake;
+pub mod outputs;
 pub mod runner;
 pub mod session;
 pub mod task_json;

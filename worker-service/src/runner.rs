@@ -328,6 +328,14 @@ async fn run_command(
         cancel: control.token.clone(),
     };
 
+    // a trace write that fails is recorded in the manifest, not dropped
+    let mut unwritten: Vec<String> = Vec::new();
+    let mut note = |trace: &mut TraceFolder, kind: &str, fields: Json| {
+        if let Err(error) = trace.event(kind, fields) {
+            unwritten.push(format!("event {kind}: {error}"));
+        }
+    };
+
     // prepare
     let owner = executor::sandbox::workspace_owner(&command.sandbox);
     let target = task.target.clone().unwrap_or_default();
@@ -357,12 +365,17 @@ async fn run_command(
                     ),
                 },
             };
-            let _ = trace.event("workspace_failed", json!({ "error": error.to_string() }));
-            return (outcome, json!({}), trace);
+            note(
+                &mut trace,
+                "workspace_failed",
+                json!({ "error": error.to_string() }),
+            );
+            return (outcome, json!({ "trace_write_failures": unwritten }), trace);
         }
     };
     let base_commit = checkout.as_ref().map(|w| w.base_commit.clone());
-    let _ = trace.event(
+    note(
+        &mut trace,
         "workspace_ready",
         json!({ "dir": dir, "base_commit": base_commit }),
     );
@@ -376,6 +389,12 @@ async fn run_command(
                     ("JCT_TASK_ID".into(), task_id.to_string()),
                     ("JCT_TASK_ATTEMPT".into(), attempt.to_string()),
                     ("JCT_WORKSPACE".into(), dir.display().to_string()),
+                    (
+                        "JCT_OUTPUTS_DIR".into(),
+                        dir.join(crate::outputs::WORKSPACE_DIR)
+                            .display()
+                            .to_string(),
+                    ),
                 ],
                 workspace: dir.clone(),
                 stdout,
@@ -387,14 +406,19 @@ async fn run_command(
                 allow_secrets: constraints.allow_secrets,
                 cancel: control.token.clone(),
             };
-            let _ = trace.event(
+            note(
+                &mut trace,
                 "started",
                 json!({ "program": command.program, "time_budget_seconds": seconds }),
             );
             executor::command::run(&command, run).await
         }
         Err(error) => {
-            let _ = trace.event("trace_write_failed", json!({ "error": error.to_string() }));
+            note(
+                &mut trace,
+                "trace_write_failed",
+                json!({ "error": error.to_string() }),
+            );
             let _ = workspace::remove_dir(&dir).await;
             let failed = Outcome::Failed {
                 code: task_error::EXECUTOR_ERROR.into(),
@@ -429,8 +453,35 @@ async fn run_command(
                     workspace::WorkspaceError::Cancelled(_) => Some(Outcome::Cancelled),
                     _ => None,
                 };
-                let _ = trace.event("diff_failed", json!({ "error": error.to_string() }));
+                note(
+                    &mut trace,
+                    "diff_failed",
+                    json!({ "error": error.to_string() }),
+                );
             }
+        }
+    }
+
+    // the outputs folder, copied only once nothing of the program can change it
+    let mut outputs = None;
+    if report.tree_dead {
+        let (from, limit) = (dir.clone(), command.output_limit_bytes);
+        let copied = match trace.outputs() {
+            Ok(target) => {
+                tokio::task::spawn_blocking(move || crate::outputs::copy(&from, &target, limit))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|copied| copied)
+            }
+            Err(error) => Err(error),
+        };
+        match copied {
+            Ok(record) => outputs = Some(record),
+            Err(error) => note(
+                &mut trace,
+                "outputs_failed",
+                json!({ "error": error.to_string() }),
+            ),
         }
     }
 
@@ -454,7 +505,9 @@ async fn run_command(
         "base_commit": base_commit,
         "diff_bytes": diff.map(|d| d.bytes),
         "diff_truncated": diff.map(|d| d.truncated),
+        "outputs": outputs,
         "sandbox": report.sandbox,
+        "trace_write_failures": unwritten,
     });
     (outcome, extra, trace)
 }

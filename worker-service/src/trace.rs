@@ -31,6 +31,8 @@ pub const RESULT_FILE: &str = "result.json";
 pub const ERROR_FILE: &str = "error.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const DIFF_FILE: &str = "diff.patch";
+/// The program's outputs, copied by the worker (see `crate::outputs`).
+pub const OUTPUTS_DIR: &str = "outputs";
 
 /// The files whose digests the manifest holds (events.jsonl goes on after it).
 const SEALED: &[&str] = &[
@@ -97,17 +99,14 @@ impl TraceFolder {
     /// Creates `name` afresh (0600): whatever was there is unlinked, never
     /// followed, and the new file is made with O_EXCL | O_NOFOLLOW.
     pub fn create_file(&self, name: &str) -> io::Result<File> {
-        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        Ok(File::from(fd))
+        create_in(&self.fd, name)
+    }
+
+    /// The folder (0700) the program's outputs are copied into.
+    pub fn outputs(&self) -> io::Result<OutputsDir> {
+        Ok(OutputsDir {
+            fd: subdir(&self.fd, OUTPUTS_DIR)?,
+        })
     }
 
     /// Appends one event line: `{"ts": …, "event": kind, …fields}`.
@@ -148,37 +147,30 @@ impl TraceFolder {
     pub fn digests(&self) -> io::Result<Json> {
         let mut artifacts = Map::new();
         for name in SEALED {
-            let fd = match rustix::fs::openat(
-                &self.fd,
-                *name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut file = File::from(fd);
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut bytes = 0u64;
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-                hasher.update(&buf[..n]);
+            if let Some(entry) = digest(&self.fd, name)? {
+                artifacts.insert((*name).to_string(), entry);
             }
-            let digest: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            artifacts.insert(
-                (*name).to_string(),
-                json!({ "bytes": bytes, "sha256": digest }),
-            );
+        }
+        let outputs = match open_dir(&self.fd, Path::new(OUTPUTS_DIR)) {
+            Ok(dir) => Some(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(dir) = outputs {
+            let mut names = Vec::new();
+            for entry in rustix::fs::Dir::read_from(&dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != "." && name != ".." {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            for name in names {
+                if let Some(entry) = digest(&dir, &name)? {
+                    artifacts.insert(format!("{OUTPUTS_DIR}/{name}"), entry);
+                }
+            }
         }
         Ok(Json::Object(artifacts))
     }
@@ -189,6 +181,65 @@ impl TraceFolder {
         rustix::fs::fsync(&self.fd)?;
         Ok(())
     }
+}
+
+/// The trace's `outputs/`, written by the worker alone.
+pub struct OutputsDir {
+    fd: OwnedFd,
+}
+
+impl OutputsDir {
+    /// Creates `name` afresh (0600), as [`TraceFolder::create_file`] does.
+    pub fn create(&self, name: &str) -> io::Result<File> {
+        create_in(&self.fd, name)
+    }
+}
+
+fn create_in(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Size and SHA-256 of the file `name` in `dir`, read without following links;
+/// `None` when there is none.
+fn digest(dir: &OwnedFd, name: &str) -> io::Result<Option<Json>> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = File::from(fd);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(json!({ "bytes": bytes, "sha256": digest })))
 }
 
 fn open_dir(at: impl rustix::fd::AsFd, path: &Path) -> io::Result<OwnedFd> {

@@ -350,7 +350,14 @@ pub async fn capture_diff(
         .await
         .map_err(|e| WorkspaceError::io(format!("cannot reset {}", config.display()), e))?;
 
-    git(&workspace.dir, ["add", "--all", "--", "."], budget).await?;
+    // the outputs folder is copied into the trace, not part of the change
+    let outputs = format!(":(exclude){}", crate::outputs::WORKSPACE_DIR);
+    git(
+        &workspace.dir,
+        ["add", "--all", "--", ".", outputs.as_str()],
+        budget,
+    )
+    .await?;
 
     let mut cmd = git_command(&workspace.dir);
     cmd.args([
@@ -444,6 +451,10 @@ pub async fn fresh(
         },
         None => None,
     };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.join(crate::outputs::WORKSPACE_DIR))
+        .map_err(|e| WorkspaceError::io("cannot create the outputs folder", e))?;
     if let Some(uid) = owner {
         let owned = dir.clone();
         let given = tokio::task::spawn_blocking(move || give_to(&owned, uid))
