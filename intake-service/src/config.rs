@@ -126,6 +126,12 @@ pub struct IntakeConfig {
     #[arg(long, env = "JCT_PAGE_TOKEN_KEY_FILE")]
     pub page_token_key_file: Option<PathBuf>,
 
+    /// How often refused calls (denied, unauthenticated, rejected enqueues) are
+    /// written to the audit trail, aggregated per principal, method and reason.
+    #[arg(long, env = "JCT_AUDIT_FLUSH_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub audit_flush_ms: u64,
+
     /// Allow serving a non-loopback address without JCT_AUTH_TOKENS_FILE.
     #[arg(long, env = "JCT_INSECURE", default_value_t = false, action = ArgAction::Set)]
     pub insecure: bool,

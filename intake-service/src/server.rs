@@ -20,7 +20,8 @@ use crate::api::dispatch_service::DispatchApi;
 use crate::api::operator_service::OperatorApi;
 use crate::api::page_token::PageTokens;
 use crate::api::task_service::TaskApi;
-use crate::auth::layer::{AuthLayer, DenialSink, LogOnly};
+use crate::auth::layer::{AuthLayer, DenialSink};
+use crate::auth::refusals::RefusalLog;
 use crate::auth::{Authenticator, TokensFileError};
 use crate::config::IntakeConfig;
 use crate::dispatch::Dispatcher;
@@ -121,7 +122,13 @@ pub async fn serve(
     {
         background.spawn(reloader);
     }
-    let denials: std::sync::Arc<dyn DenialSink> = std::sync::Arc::new(LogOnly);
+    let refusals = RefusalLog::new();
+    background.spawn(refusals.clone().run(
+        store.clone(),
+        Duration::from_millis(config.audit_flush_ms),
+        stopping.clone(),
+    ));
+    let denials: std::sync::Arc<dyn DenialSink> = std::sync::Arc::new(refusals.clone());
 
     let dispatcher = Dispatcher::new(store.clone(), config.dispatch_config(), stopping.clone());
     dispatcher.spawn(&mut background);
@@ -150,6 +157,7 @@ pub async fn serve(
         config.max_attempts,
         stopping.clone(),
         page_tokens(&config)?,
+        refusals,
     );
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
 

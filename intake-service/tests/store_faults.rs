@@ -93,6 +93,7 @@ fn cancel(task_id: uuid::Uuid, trace_uri: Option<&str>) -> Transition {
         error: None,
         trace_uri: trace_uri.map(str::to_string),
         lease_token: None,
+        actor: None,
     }
 }
 
@@ -300,6 +301,7 @@ async fn a_failure_report_with_nul_fails_alone(url: &str) {
         }),
         trace_uri: None,
         lease_token: task.lease.map(|lease| lease.token),
+        actor: None,
     };
     let mut handles = Vec::new();
     for (n, task) in claimed.iter().enumerate() {

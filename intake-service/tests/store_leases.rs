@@ -94,6 +94,7 @@ fn change(task: &Task, to: Status, lease_token: Option<uuid::Uuid>) -> Transitio
         error: None,
         trace_uri: None,
         lease_token,
+        actor: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_tasks;
 mod m20261202_000200_task_changed_notify;
 mod m20261203_000300_submitted_by;
+mod m20261203_000400_audit_events;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_tasks::Migration),
             Box::new(m20261202_000200_task_changed_notify::Migration),
             Box::new(m20261203_000300_submitted_by::Migration),
+            Box::new(m20261203_000400_audit_events::Migration),
         ]
     }
 }

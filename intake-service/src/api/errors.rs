@@ -255,6 +255,14 @@ fn not_found_failure(task_id: &str) -> Failure {
     )
 }
 
+/// The ErrorInfo reason a status carries (empty if none).
+pub fn reason_of(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
 /// A client asked for a status that only the worker holding the lease reports.
 pub fn worker_only_transition(to: &str) -> Status {
     status(

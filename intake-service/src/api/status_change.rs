@@ -192,6 +192,7 @@ pub fn read_transition(
         error,
         trace_uri: Some(fields.trace_uri.to_string()).filter(|uri| !uri.is_empty()),
         lease_token,
+        actor: None,
     })
 }
 

@@ -12,8 +12,9 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::auth::refusals::RefusalLog;
 use crate::policy::{self, PolicyConfig};
-use crate::store::{ListFilter, Store, TaskWatch, Transition};
+use crate::store::{Actor, ListFilter, Store, TaskWatch, Transition};
 use crate::task::Status as TaskStatus;
 
 use super::caller::{caller, may_cancel, may_see, shown_to};
@@ -33,6 +34,7 @@ pub struct TaskApi {
     /// Cancelled when the intake drains: open watches end so the drain can finish.
     stopping: CancellationToken,
     page_tokens: PageTokens,
+    refusals: RefusalLog,
 }
 
 impl TaskApi {
@@ -42,6 +44,7 @@ impl TaskApi {
         max_attempts: i32,
         stopping: CancellationToken,
         page_tokens: PageTokens,
+        refusals: RefusalLog,
     ) -> Self {
         Self {
             store,
@@ -49,6 +52,7 @@ impl TaskApi {
             max_attempts,
             stopping,
             page_tokens,
+            refusals,
         }
     }
 }
@@ -68,7 +72,17 @@ impl pb::task_service_server::TaskService for TaskApi {
         let principal = caller(&request)?;
         let request = request.into_inner();
         let draft = draft_from_request(&request);
-        let mut spec = policy::admit(draft, &self.policy).map_err(errors::from_rejection)?;
+        let mut spec = policy::admit(draft, &self.policy).map_err(|rejection| {
+            let status = errors::from_rejection(rejection);
+            let reason = errors::reason_of(&status);
+            self.refusals.note(
+                principal.name(),
+                "/jct.v1.TaskService/Enqueue",
+                "rejected",
+                &reason,
+            );
+            status
+        })?;
         spec.submitted_by = principal.name().to_string();
         if request.validate_only {
             let mut task = spec_to_pb(&spec);
@@ -223,6 +237,10 @@ impl pb::task_service_server::TaskService for TaskApi {
         let change = Transition {
             lease_token: None,
             trace_uri: None,
+            actor: Some(Actor {
+                principal: principal.name().to_string(),
+                method: "/jct.v1.TaskService/UpdateStatus",
+            }),
             ..change
         };
         if !principal.manages_all_tasks() {

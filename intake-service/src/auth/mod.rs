@@ -11,6 +11,7 @@
 
 pub mod layer;
 pub mod methods;
+pub mod refusals;
 #[cfg(unix)]
 pub mod reload;
 pub mod roles;

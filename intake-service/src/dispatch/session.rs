@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::store::{Release, Released, TransitionError};
+use crate::store::{Actor, Release, Released, Transition, TransitionError};
 
 use super::Dispatcher;
 use super::messages::{
@@ -200,7 +200,13 @@ async fn handle_report(
             Refusal::Transition(TransitionError::LeaseLost { holder: None }),
             false,
         )),
-        Ok(change) => apply_report(dispatcher, change).await,
+        Ok(change) => {
+            let principal = dispatcher
+                .registry()
+                .get(session)
+                .map(|s| s.principal.clone());
+            apply_report(dispatcher, with_actor(change, principal)).await
+        }
         Err(violations) => Err((Refusal::Invalid(violations), true)),
     };
     let (outcome, settled) = match outcome {
@@ -250,6 +256,20 @@ async fn apply_report(
                 .map(|_| settles)
                 .map_err(|error| settle(error.into()))
         }
+    }
+}
+
+/// A worker's report names its principal in the audit trail.
+fn with_actor(change: ReportChange, principal: Option<String>) -> ReportChange {
+    match change {
+        ReportChange::Transition(transition) => ReportChange::Transition(Transition {
+            actor: principal.map(|principal| Actor {
+                principal,
+                method: "/jct.v1.DispatchService/Attach",
+            }),
+            ..transition
+        }),
+        release => release,
     }
 }
 

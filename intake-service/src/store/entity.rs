@@ -47,6 +47,10 @@ pub struct Model {
     pub result: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// Who made the latest status change, and through which method (the audit
+    /// trigger reads them); NULL for the intake's own moves.
+    pub changed_by: Option<String>,
+    pub changed_via: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -93,6 +97,8 @@ impl Model {
             result: None,
             error_code: None,
             error_message: None,
+            changed_by: None,
+            changed_via: None,
         }
     }
 

@@ -67,7 +67,7 @@ pub enum Released {
 
 const CLAIM_SQLITE: &str = "\
 UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = $1, updated_at = $1,
-    worker_id = $2, lease_token = randomblob(16), lease_expires_at = $3
+    changed_by = NULL, changed_via = NULL, worker_id = $2, lease_token = randomblob(16), lease_expires_at = $3
 WHERE id IN (
     SELECT id FROM tasks
     WHERE status = 'queued' AND available_at <= $1   -- not in a retry backoff
@@ -77,7 +77,7 @@ RETURNING *";
 
 const CLAIM_POSTGRES: &str = "\
 UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = $1, updated_at = $1,
-    worker_id = $2, lease_token = gen_random_uuid(), lease_expires_at = $3
+    changed_by = NULL, changed_via = NULL, worker_id = $2, lease_token = gen_random_uuid(), lease_expires_at = $3
 WHERE id IN (
     SELECT id FROM tasks
     WHERE status = 'queued' AND available_at <= $1
@@ -181,6 +181,9 @@ impl Store {
             update
                 .table(Entity)
                 .value(Column::UpdatedAt, now)
+                // the intake's own move: the audit trail records it as `system`
+                .value(Column::ChangedBy, Option::<String>::None)
+                .value(Column::ChangedVia, Option::<String>::None)
                 .value(Column::LeaseToken, Option::<Uuid>::None)
                 .value(Column::LeaseExpiresAt, Option::<i64>::None)
                 .and_where(Expr::col(Column::Id).eq(task_id))

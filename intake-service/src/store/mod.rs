@@ -6,6 +6,7 @@
 //! committing is grouped into the next one, so a commit (and its fsync) is shared
 //! by every request in it. Claims, renewals and reads run directly.
 
+pub mod audit;
 mod batch;
 mod cache;
 mod connect;
@@ -32,7 +33,7 @@ pub use insert::Enqueued;
 pub use lease::{Release, Released, RetryPolicy};
 pub use lease_fate::LeaseFate;
 pub use read::{ListFilter, StatusCounts};
-pub use transition::{Transition, TransitionError};
+pub use transition::{Actor, Transition, TransitionError};
 pub use watch::TaskWatch;
 
 /// A running task whose worker must stop: it was cancelled.

@@ -22,6 +22,15 @@ pub struct Transition {
     pub trace_uri: Option<String>,
     /// The lease a worker presents; `None` for a client.
     pub lease_token: Option<Uuid>,
+    /// Who asks for the change, and through which method (the audit trail).
+    pub actor: Option<Actor>,
+}
+
+/// The principal and gRPC method behind a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: String,
+    pub method: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,15 @@ pub(super) async fn apply(
     if let Some(trace_uri) = &change.trace_uri {
         update.value(Column::TraceUri, trace_uri.clone());
     }
+    update
+        .value(
+            Column::ChangedBy,
+            change.actor.as_ref().map(|a| a.principal.clone()),
+        )
+        .value(
+            Column::ChangedVia,
+            change.actor.as_ref().map(|a| a.method.to_string()),
+        );
 
     let leased_report = change.to == Status::Running && change.lease_token.is_some();
     if leased_report {
