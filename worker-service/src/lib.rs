@@ -6,6 +6,7 @@
 //! attempt) → [`executor`] (record, or command in a [`executor::sandbox`]) →
 //! [`trace`] (the folder) → back to [`session`] (the report).
 
+pub mod command_attempt;
 pub mod config;
 pub mod executor;
 pub mod health;

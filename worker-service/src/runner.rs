@@ -16,13 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::executor::{
-    self, CommandConfig, CommandEnd, CommandReport, CommandRun, ExecutorKind, Outcome,
-};
+use crate::executor::{self, CommandConfig, ExecutorKind, Outcome};
 use crate::session::Reporter;
 use crate::task_json::task_to_json;
 use crate::trace::{self, TraceFolder};
-use crate::workspace;
 
 /// Why a running task is being stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,8 +262,15 @@ async fn record_run(
         .reporter
         .notify(report(assignment, "running", None, None, &trace_uri));
 
-    let (outcome, manifest_extra, mut trace) =
-        run_command(context, task, task_id, attempt_number, control, trace).await;
+    let (outcome, manifest_extra, mut trace) = crate::command_attempt::run(
+        context,
+        task,
+        task_id,
+        attempt_number,
+        &control.token,
+        trace,
+    )
+    .await;
     let status = match (&outcome, control.reason()) {
         (_, Some(StopReason::Shutdown)) => "released",
         (_, Some(StopReason::LeaseLost)) => "lease_lost",
@@ -296,274 +300,6 @@ async fn record_run(
     })
     .await?;
     Ok((trace_uri, outcome))
-}
-
-/// The command executor's steps for one attempt: prepare the workspace → run →
-/// collect the diff → finish (clean up). Returns the outcome, manifest fields,
-/// and the trace folder back.
-async fn run_command(
-    context: &Arc<RunnerContext>,
-    task: &pb::Task,
-    task_id: Uuid,
-    attempt: i32,
-    control: &Arc<TaskControl>,
-    mut trace: TraceFolder,
-) -> (Outcome, Json, TraceFolder) {
-    let Some(command) = context.command.clone() else {
-        let failed = Outcome::Failed {
-            code: task_error::EXECUTOR_ERROR.into(),
-            message: "the command executor has no JCT_EXECUTOR_COMMAND".into(),
-        };
-        return (failed, json!({}), trace);
-    };
-    let constraints = task.constraints.unwrap_or_default();
-    let task_budget = u64::try_from(constraints.time_budget_seconds.unwrap_or(900)).unwrap_or(900);
-    let seconds = context
-        .max_task_seconds
-        .map_or(task_budget, |cap| task_budget.min(cap));
-    let time_budget = std::time::Duration::from_secs(seconds);
-    // one deadline for the whole attempt: checkout, program and diff
-    let budget = workspace::Budget {
-        deadline: tokio::time::Instant::now().checked_add(time_budget),
-        cancel: control.token.clone(),
-    };
-
-    // a trace write that fails is recorded in the manifest, not dropped
-    let mut unwritten: Vec<String> = Vec::new();
-    let mut note = |trace: &mut TraceFolder, kind: &str, fields: Json| {
-        if let Err(error) = trace.event(kind, fields) {
-            unwritten.push(format!("event {kind}: {error}"));
-        }
-    };
-
-    // prepare
-    let owner = executor::sandbox::workspace_owner(&command.sandbox);
-    let target = task.target.clone().unwrap_or_default();
-    let name = format!("{task_id}-{attempt}");
-    let prepared = workspace::fresh(
-        &context.workspace_root,
-        &name,
-        context
-            .git_base
-            .as_deref()
-            .map(|base| (base, target.repo.as_str(), target.r#ref.as_str())),
-        owner,
-        &budget,
-    )
-    .await;
-    let (dir, checkout) = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            let outcome = match &error {
-                workspace::WorkspaceError::DeadlineExceeded(_) => timed_out(),
-                workspace::WorkspaceError::Cancelled(_) => Outcome::Cancelled,
-                _ => Outcome::Failed {
-                    code: task_error::WORKSPACE_FAILED.into(),
-                    message: format!(
-                        "could not prepare the workspace for {}@{}: {error}",
-                        target.repo, target.r#ref
-                    ),
-                },
-            };
-            note(
-                &mut trace,
-                "workspace_failed",
-                json!({ "error": error.to_string() }),
-            );
-            return (outcome, json!({ "trace_write_failures": unwritten }), trace);
-        }
-    };
-    let base_commit = checkout.as_ref().map(|w| w.base_commit.clone());
-    note(
-        &mut trace,
-        "workspace_ready",
-        json!({ "dir": dir, "base_commit": base_commit }),
-    );
-
-    // run
-    let report = match open_outputs(&trace) {
-        Ok((stdout, stderr)) => {
-            let run = CommandRun {
-                task_json: serde_json::to_vec(&task_to_json(task)).unwrap_or_default(),
-                task_env: vec![
-                    ("JCT_TASK_ID".into(), task_id.to_string()),
-                    ("JCT_TASK_ATTEMPT".into(), attempt.to_string()),
-                    ("JCT_WORKSPACE".into(), dir.display().to_string()),
-                    (
-                        "JCT_OUTPUTS_DIR".into(),
-                        dir.join(crate::outputs::WORKSPACE_DIR)
-                            .display()
-                            .to_string(),
-                    ),
-                ],
-                workspace: dir.clone(),
-                stdout,
-                stderr,
-                time_budget: budget.deadline.map_or(time_budget, |d| {
-                    d.saturating_duration_since(tokio::time::Instant::now())
-                }),
-                allow_network: constraints.allow_network,
-                allow_secrets: constraints.allow_secrets,
-                cancel: control.token.clone(),
-            };
-            note(
-                &mut trace,
-                "started",
-                json!({ "program": command.program, "time_budget_seconds": seconds }),
-            );
-            executor::command::run(&command, run).await
-        }
-        Err(error) => {
-            note(
-                &mut trace,
-                "trace_write_failed",
-                json!({ "error": error.to_string() }),
-            );
-            let _ = workspace::remove_dir(&dir).await;
-            let failed = Outcome::Failed {
-                code: task_error::EXECUTOR_ERROR.into(),
-                message: format!("the worker could not open the trace's output files: {error}"),
-            };
-            return (failed, json!({}), trace);
-        }
-    };
-    let _ = trace.event(
-        "exited",
-        json!({ "end": report.end, "tree_dead": report.tree_dead }),
-    );
-
-    // collect the diff (only once nothing of the program can change the workspace)
-    let mut diff = None;
-    let mut diff_stop = None;
-    if let Some(checkout) = checkout.as_ref().filter(|_| report.tree_dead) {
-        let captured = match trace.create_file(trace::DIFF_FILE) {
-            Ok(file) => {
-                workspace::capture_diff(checkout, file, command.output_limit_bytes, &budget).await
-            }
-            Err(error) => Err(workspace::WorkspaceError::Io {
-                context: "cannot create diff.patch".into(),
-                source: error,
-            }),
-        };
-        match captured {
-            Ok(captured) => diff = Some(captured),
-            Err(error) => {
-                diff_stop = match &error {
-                    workspace::WorkspaceError::DeadlineExceeded(_) => Some(timed_out()),
-                    workspace::WorkspaceError::Cancelled(_) => Some(Outcome::Cancelled),
-                    _ => None,
-                };
-                note(
-                    &mut trace,
-                    "diff_failed",
-                    json!({ "error": error.to_string() }),
-                );
-            }
-        }
-    }
-
-    // the outputs folder, copied only once nothing of the program can change it
-    let mut outputs = None;
-    if report.tree_dead {
-        let (from, limit) = (dir.clone(), command.output_limit_bytes);
-        let copied = match trace.outputs() {
-            Ok(target) => {
-                tokio::task::spawn_blocking(move || crate::outputs::copy(&from, &target, limit))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|copied| copied)
-            }
-            Err(error) => Err(error),
-        };
-        match copied {
-            Ok(record) => outputs = Some(record),
-            Err(error) => note(
-                &mut trace,
-                "outputs_failed",
-                json!({ "error": error.to_string() }),
-            ),
-        }
-    }
-
-    // finish
-    if let Err(error) = workspace::remove_dir(&dir).await {
-        warn!(%task_id, %error, "workspace not removed");
-    }
-    let mut outcome = outcome_of(&report, diff.map(|d| d.bytes));
-    if let (Some(stop), Outcome::Completed { .. }) = (diff_stop, &outcome) {
-        outcome = stop;
-    }
-    let extra = json!({
-        "exit_code": match report.end { CommandEnd::Exited { code } => Some(code), _ => None },
-        "end": report.end,
-        "tree_dead": report.tree_dead,
-        "duration_ms": report.duration_ms,
-        "stdout_bytes": report.stdout_bytes,
-        "stderr_bytes": report.stderr_bytes,
-        "stdout_truncated": report.stdout_truncated,
-        "stderr_truncated": report.stderr_truncated,
-        "base_commit": base_commit,
-        "diff_bytes": diff.map(|d| d.bytes),
-        "diff_truncated": diff.map(|d| d.truncated),
-        "outputs": outputs,
-        "sandbox": report.sandbox,
-        "trace_write_failures": unwritten,
-    });
-    (outcome, extra, trace)
-}
-
-/// stdout.log and stderr.log, created by the worker in the trace folder.
-fn open_outputs(trace: &TraceFolder) -> std::io::Result<(std::fs::File, std::fs::File)> {
-    Ok((
-        trace.create_file(trace::STDOUT_FILE)?,
-        trace.create_file(trace::STDERR_FILE)?,
-    ))
-}
-
-fn timed_out() -> Outcome {
-    Outcome::Failed {
-        code: task_error::TIME_BUDGET_EXCEEDED.into(),
-        message: "the time budget ran out; every process of the program was killed".into(),
-    }
-}
-
-fn outcome_of(report: &CommandReport, diff_bytes: Option<u64>) -> Outcome {
-    let tail = report.stderr_tail.trim_end();
-    let failed = |code: &str, message: String| Outcome::Failed {
-        code: code.to_string(),
-        message,
-    };
-    match &report.end {
-        CommandEnd::Exited { code: 0 } => {
-            let mut result = Map::new();
-            result.insert("executor".into(), Json::from("command"));
-            result.insert("exit_code".into(), Json::from(0));
-            result.insert("duration_ms".into(), Json::from(report.duration_ms));
-            result.insert("stdout_bytes".into(), Json::from(report.stdout_bytes));
-            if let Some(bytes) = diff_bytes {
-                result.insert("diff_bytes".into(), Json::from(bytes));
-            }
-            Outcome::Completed { result }
-        }
-        CommandEnd::Exited { code } => failed(
-            task_error::EXIT_STATUS,
-            format!("the program exited with status {code}: {tail}"),
-        ),
-        CommandEnd::Signaled { signal } => failed(
-            task_error::EXIT_STATUS,
-            format!("the program was killed by signal {signal}: {tail}"),
-        ),
-        CommandEnd::TimedOut => timed_out(),
-        CommandEnd::Cancelled => Outcome::Cancelled,
-        CommandEnd::SandboxUnavailable { reason } => failed(
-            task_error::SANDBOX_UNAVAILABLE,
-            format!("the sandbox could not be set up, so the program was not run: {reason}"),
-        ),
-        CommandEnd::SpawnFailed { reason } => failed(
-            task_error::EXECUTOR_ERROR,
-            format!("the program could not be started: {reason}"),
-        ),
-    }
 }
 
 async fn blocking<T: Send + 'static>(
