@@ -522,6 +522,60 @@ async fn host_tmp_root_home_and_var_are_out_of_reach() {
     case.finish().await;
 }
 
+/// A descriptor the worker holds without close-on-exec (its own, a library's, or
+/// one inherited from whoever started it, like the lock file an orphaned
+/// bubblewrap once kept open) must not reach the program: it sees only its
+/// stdin, stdout and stderr, and reads nothing through the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptors_the_worker_holds_do_not_reach_the_program() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let case = Case::new();
+    let secret = unique("jct-fd-secret");
+    let path = case.scratch.path().join("held.secret");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, secret.as_bytes()))
+        .expect("secret file");
+    let held = std::fs::File::open(&path).expect("held");
+    // as a library or a parent process would leave it: inherited across exec
+    rustix::io::fcntl_setfd(&held, rustix::io::FdFlags::empty()).expect("clear CLOEXEC");
+    // python tries every descriptor number instead of listing /proc/self/fd
+    // (which opens one); `exec` drops the shell's own
+    let script = r#"echo started; exec /usr/bin/python3 -c '
+import os
+held = []
+for fd in range(3, min(os.sysconf("SC_OPEN_MAX"), 1 << 16)):
+    try:
+        os.fstat(fd)
+        held.append(fd)
+    except OSError:
+        pass
+print("held:", held)
+for fd in held:
+    try:
+        print(fd, os.pread(fd, 4096, 0))
+    except OSError as e:
+        print(fd, e)
+'"#;
+    let out = case.run(case.worker(script)).await;
+    drop(held);
+    out.assert_ran();
+    assert!(
+        !out.stdout.contains(&secret),
+        "read a descriptor it inherited: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("held: []\n"),
+        "the program holds more than stdin, stdout and stderr: {}",
+        out.stdout
+    );
+    case.finish().await;
+}
+
 // ---------------------------------------------------------------------------------
 // Every process gone: exit, budget, cancel, worker death
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -92,6 +92,11 @@ impl ChildSetup {
                 "the worker died while starting the program",
             ));
         }
+        // Whatever the worker holds without close-on-exec (its own, a library's,
+        // or inherited from whoever started it) must not reach the program;
+        // bubblewrap passes stray descriptors through. Only those named below are
+        // kept.
+        cloexec_from(FIRST_NON_STDIO)?;
         for fd in &self.inherit {
             // SAFETY: as above, the descriptor is open in this child.
             let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
@@ -99,6 +104,69 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// The first descriptor after stdin, stdout and stderr.
+const FIRST_NON_STDIO: u32 = 3;
+
+/// Marks every open descriptor from `first` up close-on-exec, in a forked
+/// child: `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11), else a walk of
+/// /proc/self/fd. Fails (and so does the spawn) if neither can be done.
+fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers and only changes descriptor
+    // flags; a raw system call, async-signal-safe.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_uint::from(first),
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    cloexec_by_proc(first)
+}
+
+/// The fallback of [`cloexec_from`]: no allocation (a buffer on the stack).
+fn cloexec_by_proc(first: u32) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags, RawDir};
+    use std::mem::MaybeUninit;
+    let dir = rustix::fs::open(
+        c"/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
+    let mut entries = RawDir::new(&dir, &mut buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let Some(fd) = parse_fd(entry.file_name().to_bytes()) else {
+            continue; // "." and ".."
+        };
+        let Ok(raw) = RawFd::try_from(fd) else {
+            continue;
+        };
+        if fd >= first && raw != dir.as_raw_fd() {
+            // SAFETY: listed in /proc/self/fd just now, and this single-threaded
+            // child opens or closes nothing else meanwhile.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        }
+    }
+    Ok(())
+}
+
+/// A descriptor number from its /proc/self/fd entry name (no allocation).
+fn parse_fd(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 10 {
+        return None;
+    }
+    name.iter().try_fold(0u32, |n, b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u32::from(digit))
+    })
 }
 
 /// The uid the program's processes run as on the host: the worker's own, or
@@ -212,4 +280,51 @@ pub fn reachable_by(dir: &Path, uid: u32) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn descriptor_names_parse() {
+        assert_eq!(parse_fd(b"0"), Some(0));
+        assert_eq!(parse_fd(b"251"), Some(251));
+        assert_eq!(parse_fd(b"."), None);
+        assert_eq!(parse_fd(b".."), None);
+        assert_eq!(parse_fd(b""), None);
+        assert_eq!(parse_fd(b"99999999999"), None);
+    }
+
+    /// The descriptors a child of this process ends up with, after `setup`
+    /// ran in it, while this process holds a descriptor without CLOEXEC.
+    fn child_fds(setup: fn() -> io::Result<()>) -> Vec<u32> {
+        let held = tempfile::tempfile().expect("file");
+        rustix::io::fcntl_setfd(&held, rustix::io::FdFlags::empty()).expect("no CLOEXEC");
+        let mut cmd = std::process::Command::new("sh");
+        // `ls` is a child of the shell: it lists what the shell inherited
+        cmd.args(["-c", "ls /proc/$$/fd"]);
+        // SAFETY: `setup` makes raw system calls only (see `cloexec_from`).
+        unsafe {
+            cmd.pre_exec(setup);
+        }
+        let out = cmd.output().expect("sh runs");
+        drop(held);
+        let mut fds: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        fds
+    }
+
+    #[test]
+    fn stray_descriptors_are_closed_at_exec() {
+        // the test harness itself may hold stray descriptors: held is one more
+        assert_ne!(child_fds(|| Ok(())), [0, 1, 2]);
+        assert_eq!(child_fds(|| cloexec_from(FIRST_NON_STDIO)), [0, 1, 2]);
+        // the fallback for kernels without close_range
+        assert_eq!(child_fds(|| cloexec_by_proc(FIRST_NON_STDIO)), [0, 1, 2]);
+    }
 }
