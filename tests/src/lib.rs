@@ -1,5 +1,6 @@
 //! Both JCT services together, in one process: the harness behind the end-to-end
-//! tests, the `jct-local` launcher and the `jct-bench` load generator.
+//! tests, the `jct-local` launcher (and `jct up`), the `jct-bench` load generator,
+//! and the `jct` command-line client ([`cli`]).
 //!
 //! The intake binds its listener before it starts (port 0 in tests), and each
 //! worker is the real `worker_service::run` attached over real gRPC.
@@ -12,6 +13,9 @@ use intake_service::config::IntakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use worker_service::config::WorkerConfig;
+
+pub mod cli;
+pub mod local;
 
 /// A service on a tokio runtime of its own: stopped gracefully through its
 /// shutdown signal, or dropped at once ([`Isolated::crash`]) — streams, tasks and

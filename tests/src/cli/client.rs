@@ -1,0 +1,150 @@
+//! The connection to the intake: the address, and the bearer token read from the
+//! token file. The token is never printed: errors name the file, not its content.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jct::v1::operator_service_client::OperatorServiceClient;
+use jct::v1::task_service_client::TaskServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::args::Global;
+use super::error::CliError;
+
+pub type Tasks = TaskServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Operator = OperatorServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A connected channel and the credentials every call carries.
+pub struct Connection {
+    channel: Channel,
+    bearer: Bearer,
+}
+
+impl Connection {
+    /// Reads the token and connects (an unreachable intake fails here, not later).
+    pub async fn open(global: &Global) -> Result<Connection, CliError> {
+        let bearer = Bearer(match &global.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        });
+        let addr = normalize_addr(global.addr());
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|_| CliError::Usage(format!("--addr {addr:?} is not a URL")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| CliError::Unreachable {
+                addr,
+                detail: error_chain(&error),
+            })?;
+        Ok(Connection { channel, bearer })
+    }
+
+    pub fn tasks(&self) -> Tasks {
+        TaskServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn operator(&self) -> Operator {
+        OperatorServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+}
+
+/// `host:port` means `http://host:port`.
+fn normalize_addr(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        CliError::Usage(format!(
+            "cannot read the token file {}: {}",
+            path.display(),
+            error.kind()
+        ))
+    })?;
+    let token = text.trim();
+    let malformed = || {
+        CliError::Usage(format!(
+            "the token file {} holds no usable token (one line of printable ASCII)",
+            path.display()
+        ))
+    };
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed());
+    }
+    let mut value: MetadataValue<Ascii> =
+        format!("Bearer {token}").parse().map_err(|_| malformed())?;
+    // keeps the token out of HPACK's dynamic table and of debug output
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// An error and its sources on one line ("transport error: tcp connect error: …").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_host_port_is_http() {
+        assert_eq!(normalize_addr("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(normalize_addr("https://jct:443"), "https://jct:443");
+    }
+
+    #[test]
+    fn the_token_is_trimmed_and_never_echoed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let value = read_token(&path).expect("token");
+        assert_eq!(value.to_str().ok(), Some("Bearer s3cret"));
+
+        std::fs::write(&path, "two words-s3cret").expect("write");
+        let error = read_token(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("no usable token"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+}

@@ -1,0 +1,461 @@
+//! The `jct` binary end to end, run as a user runs it against a running pair:
+//! every subcommand, its `-o json` output parsed, and every exit code of the
+//! contract (0 success, 2 usage, 3 rejected, 4 not found, 5 unauthenticated or
+//! denied, 6 unreachable, 20 the watched task failed, 21 it was cancelled).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use jct_e2e::{IntakeHandle, TestDatabase, WorkerHandle, intake_config, worker_config};
+use serde_json::Value as Json;
+use worker_service::executor::ExecutorKind;
+
+/// The `jct` binary pointed at one intake, optionally with a token file.
+struct Jct {
+    addr: String,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The one JSON object on stdout.
+    fn json(&self) -> Json {
+        let lines = self.lines();
+        assert_eq!(lines.len(), 1, "one JSON object expected: {self:?}");
+        lines.into_iter().next().unwrap_or_default()
+    }
+
+    /// Every stdout line as JSON (JSON lines).
+    fn lines(&self) -> Vec<Json> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?} in {self:?}"))
+            })
+            .collect()
+    }
+
+    /// The error object `-o json` prints on stderr.
+    fn error(&self) -> Json {
+        serde_json::from_str::<Json>(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {self:?}"))["error"]
+            .clone()
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+}
+
+impl Jct {
+    fn at(addr: impl std::fmt::Display) -> Jct {
+        Jct {
+            addr: format!("http://{addr}"),
+            token_file: None,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jct"));
+        command
+            .args(args)
+            .env("JCT_ADDR", &self.addr)
+            .env("USER", "cli-test")
+            .env_remove("JCT_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(path) = &self.token_file {
+            command.env("JCT_TOKEN_FILE", path);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("jct {args:?} did not finish"))
+            .expect("jct runs");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    async fn enqueue(&self, objective: &str) -> String {
+        let run = self
+            .run(&[
+                "enqueue",
+                "-o",
+                "json",
+                "--objective",
+                objective,
+                "--operation",
+                "docs",
+                "--repo",
+                "myorg/service",
+            ])
+            .await
+            .ok();
+        let id = run.json()["task_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!id.is_empty(), "{run:?}");
+        id
+    }
+}
+
+fn record_pair(database: &TestDatabase, traces: &Path) -> (IntakeHandle, WorkerHandle) {
+    let intake = IntakeHandle::start(
+        intake_config(&database.url),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("intake");
+    let worker = WorkerHandle::start(worker_config(&intake.url(), traces));
+    (intake, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_watch_get_list_trace_and_status_against_a_running_pair() {
+    let database = TestDatabase::sqlite();
+    let traces = tempfile::tempdir().expect("traces");
+    let (intake, worker) = record_pair(&database, traces.path());
+    let jct = Jct::at(intake.addr);
+
+    // enqueue with flags, then watch it to the end: JSON lines, exit 0
+    let id = jct.enqueue("Write the CLI guide").await;
+    let watched = jct.run(&["watch", &id, "-o", "json"]).await.ok();
+    let states = watched.lines();
+    assert_eq!(
+        states.last().map(|t| t["status"].clone()),
+        Some("completed".into())
+    );
+    assert!(states.iter().all(|t| t["id"] == id.as_str()));
+
+    // piped text: one plain line per change, the last one the outcome
+    let watched = jct.run(&["watch", &id]).await.ok();
+    let last = watched.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&id) && last.contains("completed"),
+        "{watched:?}"
+    );
+    assert!(
+        !watched.stdout.contains('\u{1b}'),
+        "no terminal codes when piped"
+    );
+
+    // get: every field, result set and error null
+    let task = jct.run(&["get", &id, "-o", "json"]).await.ok().json();
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["objective"], "Write the CLI guide");
+    assert_eq!(task["target"]["repo"], "myorg/service");
+    assert_eq!(task["requested_by"]["id"], "cli-test");
+    assert_eq!(task["result"]["executor"], "record");
+    assert_eq!(task["error"], Json::Null);
+    assert!(task["completed_at"].is_string(), "{task}");
+    let text = jct.run(&["get", &id]).await.ok();
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("status ") && l.ends_with(" completed")),
+        "{text:?}"
+    );
+
+    // a V1 JSON file with the deprecated aliases, and --wait
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"version": "1.0", "requested_by": {"kind": "agent", "id": "bot", "label": null},
+            "objective": "Analyse the service", "type": "analysis",
+            "target": {"repository": "MyOrg/Service.git"}, "payload": {"depth": 2},
+            "constraints": {"time_budget_seconds": 120}}"#,
+    )
+    .expect("task file");
+    let file = file.to_str().expect("utf-8 path");
+    let waited = jct
+        .run(&["enqueue", "-f", file, "--wait", "-o", "json"])
+        .await
+        .ok();
+    let lines = waited.lines();
+    assert_eq!(lines[0]["created"], true, "{waited:?}");
+    let stored = &lines[0]["task"];
+    assert_eq!(stored["operation"], "analysis");
+    assert_eq!(stored["target"]["repo"], "myorg/service");
+    assert_eq!(stored["inputs"]["depth"], 2);
+    assert_eq!(stored["constraints"]["time_budget_seconds"], 120);
+    assert_eq!(
+        lines.last().map(|t| t["status"].clone()),
+        Some("completed".into())
+    );
+
+    // validate-only stores nothing
+    let dry = jct
+        .run(&["enqueue", "-f", file, "--validate-only", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(dry["created"], false);
+    assert_eq!(dry["task_id"], "");
+    assert_eq!(dry["task"]["operation"], "analysis");
+
+    // list: paging across pages up to --limit, newest first, then --all
+    let third = jct.enqueue("A third task here").await;
+    let listed = jct
+        .run(&["list", "-o", "json", "--limit", "2", "--page-size", "1"])
+        .await
+        .ok();
+    let ids: Vec<Json> = listed.lines().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(ids.len(), 2, "{listed:?}");
+    assert_eq!(ids[0], third.as_str(), "newest first");
+    assert_ne!(ids[0], ids[1]);
+    assert!(listed.stderr.contains("--page-token"), "{listed:?}");
+    let all = jct
+        .run(&["list", "--all", "--page-size", "1", "-o", "json"])
+        .await
+        .ok();
+    assert_eq!(all.lines().len(), 3, "{all:?}");
+    let filtered = jct
+        .run(&[
+            "list",
+            "-o",
+            "json",
+            "--operation",
+            "analysis",
+            "--requester-kind",
+            "agent",
+        ])
+        .await
+        .ok();
+    assert_eq!(filtered.lines().len(), 1, "{filtered:?}");
+    let table = jct.run(&["list", "--repo", "myorg/service"]).await.ok();
+    let header = table.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ID") && header.contains("STATUS"),
+        "{table:?}"
+    );
+    assert_eq!(table.stdout.lines().count(), 4, "{table:?}");
+    let none = jct.run(&["list", "--status", "failed"]).await.ok();
+    assert_eq!(none.stdout, "no tasks match\n");
+
+    // trace: the worker's folder is on this machine
+    let trace = jct.run(&["trace", &id, "-o", "json"]).await.ok().json();
+    assert_eq!(trace["reachable"], true, "{trace}");
+    assert!(trace["manifest"].is_object(), "{trace}");
+    let events = trace["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["event"].is_string()),
+        "events: {trace}"
+    );
+    let text = jct.run(&["trace", &id]).await.ok();
+    assert!(text.stdout.contains("manifest:") && text.stdout.contains("events:"));
+
+    // status: counts, workers and their load
+    let status = jct.run(&["status", "-o", "json"]).await.ok().json();
+    assert_eq!(
+        status["workers"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert!(
+        status["task_counts"]["completed"].as_i64() >= Some(2),
+        "{status}"
+    );
+    assert!(status["version"].is_string());
+    let text = jct.run(&["status"]).await.ok();
+    assert!(text.stdout.contains("workers   1 connected"), "{text:?}");
+
+    // rejected (3): a finished task cannot be cancelled; bad fields; policy
+    let refused = jct.run(&["cancel", &id, "-o", "json"]).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert_eq!(refused.error()["reason"], "INVALID_TRANSITION");
+    let invalid = jct
+        .run(&["enqueue", "--objective", "hi", "--operation", "docs"])
+        .await;
+    assert_eq!(invalid.code, 3, "{invalid:?}");
+    assert!(invalid.stderr.contains("VALIDATION_FAILED"), "{invalid:?}");
+    assert!(
+        invalid.stderr.contains("target"),
+        "violations listed: {invalid:?}"
+    );
+    assert!(invalid.stderr.contains("hint:"), "{invalid:?}");
+    let policy = jct
+        .run(&[
+            "enqueue",
+            "-o",
+            "json",
+            "--objective",
+            "Elsewhere",
+            "--operation",
+            "docs",
+            "--repo",
+            "other/x",
+        ])
+        .await;
+    assert_eq!(policy.code, 3, "{policy:?}");
+    assert_eq!(policy.error()["reason"], "REPO_NOT_ALLOWED");
+
+    // not found (4)
+    let missing = jct
+        .run(&["get", "0192a2b0-0000-7000-8000-000000000000", "-o", "json"])
+        .await;
+    assert_eq!(missing.code, 4, "{missing:?}");
+    assert_eq!(missing.error()["reason"], "TASK_NOT_FOUND");
+    assert_eq!(missing.error()["exit_code"], 4);
+
+    // usage (2): bad command line, unreadable or unknown task file fields
+    assert_eq!(jct.run(&["frobnicate"]).await.code, 2);
+    assert_eq!(jct.run(&["get"]).await.code, 2);
+    assert_eq!(
+        jct.run(&["enqueue", "-f", "/nonexistent/task.json"])
+            .await
+            .code,
+        2
+    );
+    std::fs::write(dir.path().join("typo.json"), r#"{"objectve": "x"}"#).expect("write");
+    let typo = jct
+        .run(&[
+            "enqueue",
+            "-f",
+            &dir.path().join("typo.json").display().to_string(),
+        ])
+        .await;
+    assert_eq!(typo.code, 2, "{typo:?}");
+    assert!(typo.stderr.contains("unknown field objectve"), "{typo:?}");
+
+    // help with examples, and completions
+    let help = jct.run(&["--help"]).await.ok();
+    assert!(help.stdout.contains("Examples:") && help.stdout.contains("Exit codes:"));
+    for shell in ["bash", "zsh", "fish"] {
+        let script = jct.run(&["completions", shell]).await.ok();
+        assert!(script.stdout.contains("jct"), "{shell}: {script:?}");
+        assert!(script.stdout.contains("enqueue"), "{shell}");
+    }
+
+    worker.stop().await.expect("worker stops");
+    intake.stop().await.expect("intake stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_exits_21_for_a_cancelled_task_and_20_for_a_failed_one() {
+    let database = TestDatabase::sqlite();
+    let intake = IntakeHandle::start(
+        intake_config(&database.url),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("intake");
+    let jct = Jct::at(intake.addr);
+
+    // no worker yet: the task stays queued until cancelled
+    let id = jct.enqueue("Never going to run").await;
+    let cancelled = jct.run(&["cancel", &id]).await.ok();
+    assert_eq!(cancelled.stdout, format!("{id}: cancelled\n"));
+    let watched = jct.run(&["watch", &id]).await;
+    assert_eq!(watched.code, 21, "{watched:?}");
+    assert!(watched.stdout.contains("cancelled"), "{watched:?}");
+
+    // a worker whose program fails
+    let traces = tempfile::tempdir().expect("traces");
+    let scratch = jct_e2e::scratch_dir();
+    let mut config = worker_config(&intake.url(), traces.path());
+    config.executor = ExecutorKind::Command;
+    config.executor_command = Some("sh -c 'exit 3'".into());
+    config.workspace_root = Some(scratch.path().join("workspaces"));
+    config.shutdown_grace_seconds = 1;
+    let worker = WorkerHandle::start(config);
+    let run = jct
+        .run(&[
+            "enqueue",
+            "-o",
+            "json",
+            "--objective",
+            "This one fails",
+            "--operation",
+            "ops",
+            "--repo",
+            "myorg/service",
+            "--wait",
+        ])
+        .await;
+    assert_eq!(run.code, 20, "{run:?}");
+    let last = run.lines().pop().unwrap_or_default();
+    assert_eq!(last["status"], "failed", "{run:?}");
+    assert!(last["error"]["code"].is_string(), "{last}");
+
+    worker.stop().await.expect("worker stops");
+    intake.stop().await.expect("intake stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_sent_and_refusals_exit_5() {
+    let database = TestDatabase::sqlite();
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "tok-sub,sam,submitter\ntok-op,olga,operator\n").expect("tokens");
+    let mut config = intake_config(&database.url);
+    config.auth_tokens_file = Some(tokens);
+    let intake = IntakeHandle::start(config, "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let token = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).expect("token file");
+        Some(path)
+    };
+
+    let anonymous = Jct::at(intake.addr);
+    let refused = anonymous.run(&["list", "-o", "json"]).await;
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert_eq!(refused.error()["reason"], "UNAUTHENTICATED");
+
+    let wrong = Jct {
+        token_file: token("wrong", "tok-nobody"),
+        ..Jct::at(intake.addr)
+    };
+    let refused = wrong.run(&["status"]).await;
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(refused.stderr.contains("--token-file"), "{refused:?}");
+    assert!(
+        !refused.stderr.contains("tok-nobody"),
+        "the token is never printed"
+    );
+
+    let submitter = Jct {
+        token_file: token("sub", "tok-sub"),
+        ..Jct::at(intake.addr)
+    };
+    let id = submitter.enqueue("Submitted with a token").await;
+    assert_eq!(submitter.run(&["get", &id]).await.code, 0);
+    let denied = submitter.run(&["status", "-o", "json"]).await;
+    assert_eq!(denied.code, 5, "{denied:?}");
+    assert_eq!(denied.error()["reason"], "ROLE_NOT_ALLOWED");
+
+    let operator = Jct {
+        token_file: token("op", "tok-op"),
+        ..Jct::at(intake.addr)
+    };
+    let status = operator.run(&["status", "-o", "json"]).await.ok().json();
+    assert_eq!(status["task_counts"]["queued"], 1, "{status}");
+
+    intake.stop().await.expect("intake stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_intake_exits_6() {
+    // a port that was just free: nothing listens on it
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let jct = Jct::at(format!("127.0.0.1:{port}"));
+    let run = jct.run(&["get", "x"]).await;
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("cannot reach the intake"), "{run:?}");
+    let run = jct.run(&["status", "-o", "json"]).await;
+    assert_eq!(run.code, 6, "{run:?}");
+    assert_eq!(run.error()["exit_code"], 6);
+}
