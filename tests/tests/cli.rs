@@ -459,3 +459,150 @@ async fn an_unreachable_intake_exits_6() {
     assert_eq!(run.code, 6, "{run:?}");
     assert_eq!(run.error()["exit_code"], 6);
 }
+
+/// A port nothing listens on (it was free a moment ago).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jct_up_runs_a_pair_that_jct_can_use_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_jct"))
+        .arg("up")
+        .current_dir(dir.path())
+        .env("JCT_INTAKE_ADDR", format!("127.0.0.1:{port}"))
+        .env("JCT_WORKER_HEALTH_ADDR", "")
+        .env_remove("DATABASE_URL")
+        .env_remove("JCT_ALLOWED_REPO_PREFIXES")
+        .env_remove("JCT_TRACE_ROOT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("jct up starts");
+    let jct = Jct::at(format!("127.0.0.1:{port}"));
+
+    // the banner names the address and the jct lines to try
+    let mut stdout = up.stdout.take().expect("stdout");
+    let mut banner = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        while !banner.contains("Ctrl-C stops both") {
+            let n = stdout.read(&mut buffer).await.expect("read banner");
+            assert!(n > 0, "jct up ended early: {banner}");
+            banner.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no banner: {banner}");
+    assert!(banner.contains(&format!("grpcurl -plaintext 127.0.0.1:{port} list")));
+    assert!(
+        banner.contains(&format!("JCT_ADDR=http://127.0.0.1:{port} jct status")),
+        "{banner}"
+    );
+
+    // the worker attaches, and a task runs to completion on the local defaults
+    let attached = jct_e2e::eventually(Duration::from_secs(30), || async {
+        let run = jct.run(&["status", "-o", "json"]).await;
+        (run.code == 0 && run.json()["workers"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    assert!(attached.is_some(), "the worker did not attach");
+    let run = jct
+        .run(&[
+            "enqueue",
+            "--objective",
+            "Run on jct up",
+            "--operation",
+            "docs",
+            "--repo",
+            "myorg/service",
+            "--wait",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        dir.path().join("jct-intake.db").exists(),
+        "SQLite file in the working dir"
+    );
+    assert!(
+        dir.path().join("traces").is_dir(),
+        "traces in the working dir"
+    );
+
+    // SIGTERM stops both cleanly
+    let pid = up.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+        .await
+        .expect("jct up stops")
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_an_intake_restart() {
+    let database = TestDatabase::sqlite();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let intake = IntakeHandle::start(intake_config(&database.url), addr).expect("intake");
+    let jct = Jct::at(addr);
+    let id = jct.enqueue("Outlives a restart").await;
+
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_jct"))
+        .args(["watch", &id, "-o", "json"])
+        .env("JCT_ADDR", &jct.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("watch starts");
+    // the watch has seen the task queued before the intake goes away
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        stdout.read_line(&mut first).await.expect("first line");
+    })
+    .await
+    .expect("the watch starts");
+    assert!(first.contains("\"queued\""), "{first}");
+
+    // dropped at once, as a kill -9 would; its runtime lets go of the port shortly
+    intake.crash();
+    let intake = jct_e2e::eventually(Duration::from_secs(10), || async {
+        IntakeHandle::start(intake_config(&database.url), addr).ok()
+    })
+    .await
+    .expect("the intake restarts on the same address");
+    assert_eq!(jct.run(&["cancel", &id]).await.code, 0);
+
+    let output = tokio::time::timeout(Duration::from_secs(60), watch.wait_with_output())
+        .await
+        .expect("the watch ends")
+        .expect("watch output");
+    assert_eq!(output.status.code(), Some(21), "{output:?}");
+    let mut rest = String::new();
+    {
+        use tokio::io::AsyncReadExt;
+        stdout.read_to_string(&mut rest).await.expect("rest");
+    }
+    let last: Json = rest
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(last["status"], "cancelled", "{rest}");
+    intake.stop().await.expect("intake stops");
+}
