@@ -18,6 +18,7 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/jct_v1_descriptor.bin"));
 }
 
+pub mod bearer;
 pub mod codec;
 pub mod names;
 pub mod reasons;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jct::bearer::TokenFileError;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
@@ -48,23 +49,12 @@ impl IntakeLink {
     }
 }
 
+/// The shared token-file reader, with this worker's wording.
 fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, LinkError> {
-    let text = std::fs::read_to_string(path).map_err(|error| LinkError::TokenUnreadable {
-        path: path.display().to_string(),
-        reason: error.kind().to_string(),
-    })?;
-    let token = text.trim();
-    let malformed = || LinkError::TokenMalformed {
-        path: path.display().to_string(),
-    };
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(malformed());
-    }
-    let mut value: MetadataValue<Ascii> =
-        format!("Bearer {token}").parse().map_err(|_| malformed())?;
-    // keeps the token out of HPACK's dynamic table and of debug output
-    value.set_sensitive(true);
-    Ok(value)
+    jct::bearer::authorization_from_file(path).map_err(|error| match error {
+        TokenFileError::Unreadable { path, reason } => LinkError::TokenUnreadable { path, reason },
+        TokenFileError::Malformed { path } => LinkError::TokenMalformed { path },
+    })
 }
 
 #[cfg(test)]

@@ -82,28 +82,7 @@ impl Interceptor for Bearer {
 }
 
 fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        CliError::Usage(format!(
-            "cannot read the token file {}: {}",
-            path.display(),
-            error.kind()
-        ))
-    })?;
-    let token = text.trim();
-    let malformed = || {
-        CliError::Usage(format!(
-            "the token file {} holds no usable token (one line of printable ASCII)",
-            path.display()
-        ))
-    };
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(malformed());
-    }
-    let mut value: MetadataValue<Ascii> =
-        format!("Bearer {token}").parse().map_err(|_| malformed())?;
-    // keeps the token out of HPACK's dynamic table and of debug output
-    value.set_sensitive(true);
-    Ok(value)
+    jct::bearer::authorization_from_file(path).map_err(|error| CliError::Usage(error.to_string()))
 }
 
 /// An error and its sources on one line ("transport error: tcp connect error: …").
@@ -129,22 +108,5 @@ mod tests {
     fn a_bare_host_port_is_http() {
         assert_eq!(normalize_addr("127.0.0.1:50051"), "http://127.0.0.1:50051");
         assert_eq!(normalize_addr("https://jct:443"), "https://jct:443");
-    }
-
-    #[test]
-    fn the_token_is_trimmed_and_never_echoed() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("token");
-        std::fs::write(&path, "s3cret\n").expect("write");
-        let value = read_token(&path).expect("token");
-        assert_eq!(value.to_str().ok(), Some("Bearer s3cret"));
-
-        std::fs::write(&path, "two words-s3cret").expect("write");
-        let error = read_token(&path)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(error.contains("no usable token"), "{error}");
-        assert!(!error.contains("s3cret"), "{error}");
     }
 }
