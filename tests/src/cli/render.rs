@@ -422,6 +422,8 @@ mod tests {
             api_version: "v1".into(),
             service: "intake-service".into(),
         };
+        // fields the intake adds later must leave this test as it is
+        #[allow(clippy::needless_update)]
         let status = pb::GetSystemStatusResponse {
             database_backend: "sqlite".into(),
             database_reachable: true,
@@ -436,6 +438,7 @@ mod tests {
             }],
             uptime_seconds: 65,
             version: "0.1.0".into(),
+            ..Default::default()
         };
         let out = system_status(&version, &status, Some(Duration::from_secs(3)));
         assert!(out.contains(
