@@ -52,13 +52,16 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         _: Request<pb::GetSystemStatusRequest>,
     ) -> Result<Response<pb::GetSystemStatusResponse>, Status> {
-        let counts = self.store.count_by_status().await;
-        let reachable = counts.is_ok();
-        let task_counts = match counts {
-            Ok(counts) => counts
-                .into_iter()
-                .map(|(status, n)| (status.to_string(), n))
-                .collect(),
+        let queue = tokio::try_join!(self.store.count_by_status(), self.store.oldest_queued_at());
+        let reachable = queue.is_ok();
+        let (task_counts, oldest_queued_at) = match queue {
+            Ok((counts, oldest)) => (
+                counts
+                    .into_iter()
+                    .map(|(status, n)| (status.to_string(), n))
+                    .collect(),
+                oldest.map(timestamp),
+            ),
             Err(error) => {
                 // status must answer precisely when the database does not
                 let _ = errors::from_store(error);
@@ -84,6 +87,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
                 .collect(),
             uptime_seconds: i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX),
             version: SERVICE_VERSION.to_string(),
+            oldest_queued_at,
         }))
     }
 

@@ -1,4 +1,4 @@
-//! Reads: one task, a filtered page of tasks, counts by status.
+//! Reads: one task, a filtered page of tasks, counts by status, the oldest queued.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use crate::task::{Status, Task};
+use crate::task::{Micros, Status, Task};
 
 use super::entity::{Column, Entity};
 use super::{Store, StoreError};
@@ -95,5 +95,23 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// When the task that has waited longest in the queue entered it (its
+    /// `queued_at`: a requeued task waits from its requeue, as the dispatcher
+    /// orders them), or `None` when nothing is queued. Exact, and one seek of
+    /// `ix_tasks_status_queued_at` however long the queue is.
+    pub async fn oldest_queued_at(&self) -> Result<Option<Micros>, StoreError> {
+        let oldest = Entity::find()
+            .select_only()
+            .column(Column::QueuedAt)
+            .filter(Expr::col(Column::Status).eq(Status::Queued.as_str()))
+            .filter(Expr::col(Column::QueuedAt).is_not_null())
+            .order_by_asc(Column::QueuedAt)
+            .limit(1)
+            .into_tuple::<Option<i64>>()
+            .one(&self.reader)
+            .await?;
+        Ok(oldest.flatten())
     }
 }
