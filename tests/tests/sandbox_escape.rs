@@ -80,12 +80,22 @@ async fn assert_no_survivors(marker: &str) {
     })
     .await;
     let survivors = host_processes_with(marker);
+    // what each survivor was, for the failure message (before it is killed)
+    let described: Vec<String> = survivors
+        .iter()
+        .map(|pid| {
+            let status = read_lossy(Path::new(&format!("/proc/{pid}/status")));
+            let ppid = status.lines().find(|l| l.starts_with("PPid"));
+            let cmdline = read_lossy(Path::new(&format!("/proc/{pid}/cmdline")));
+            format!("{pid} ({:?}, {ppid:?})", cmdline.replace('\0', " "))
+        })
+        .collect();
     for pid in &survivors {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     assert!(
         gone.is_some(),
-        "processes of the program outlived it: {survivors:?}"
+        "processes of the program outlived it: {described:?}"
     );
 }
 
@@ -647,6 +657,9 @@ async fn detached_processes_die_when_the_task_is_cancelled() {
 }
 
 const HELPER_ENV: &str = "JCT_ESCAPE_HELPER_MARKER";
+/// Set: the helper keeps starting short runs, so a kill lands while sandboxes
+/// are being built.
+const HELPER_CHURN_ENV: &str = "JCT_ESCAPE_HELPER_CHURN";
 
 /// Not a test on its own: the worker process that `..._worker_is_sigkilled`
 /// starts (this same test binary) and kills with SIGKILL. It runs the executor
@@ -673,19 +686,32 @@ fn helper_worker_process() {
         let workspace = dir.path().join("ws");
         std::fs::create_dir(&workspace).expect("ws");
         own_for_the_sandbox(&workspace);
-        let run = worker_service::executor::CommandRun {
+        let run = |budget: Duration| worker_service::executor::CommandRun {
             task_json: b"{}".to_vec(),
             task_env: vec![],
-            workspace,
+            workspace: workspace.clone(),
             stdout: std::fs::File::create(dir.path().join("stdout.log")).expect("stdout"),
             stderr: std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"),
-            time_budget: Duration::from_secs(60),
+            time_budget: budget,
             allow_network: false,
             allow_secrets: false,
             cancel: tokio_util::sync::CancellationToken::new(),
         };
-        let report = worker_service::executor::command::run(&command, run).await;
-        eprintln!("helper: {report:?}");
+        if std::env::var_os(HELPER_CHURN_ENV).is_none() {
+            let report =
+                worker_service::executor::command::run(&command, run(Duration::from_secs(60)))
+                    .await;
+            eprintln!("helper: {report:?}");
+            return;
+        }
+        // runs of 50 ms, back to back, two at once, until killed
+        let churn = || async {
+            loop {
+                worker_service::executor::command::run(&command, run(Duration::from_millis(50)))
+                    .await;
+            }
+        };
+        tokio::join!(churn(), churn());
     });
 }
 
@@ -705,6 +731,45 @@ async fn every_process_dies_when_the_worker_is_sigkilled() {
     let _ = helper.wait();
     assert!(running.is_some(), "the helper's program never started");
     assert_no_survivors(&marker).await;
+}
+
+/// The worker killed while it is building sandboxes (between fork and the
+/// parent-death signal, inside bubblewrap's set-up): nothing it started lives on.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_process_dies_when_the_worker_is_sigkilled_while_starting_programs() {
+    for round in 0..4u64 {
+        let marker = sleep_marker();
+        let mut helper = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "helper_worker_process", "--nocapture"])
+            .env(HELPER_ENV, &marker)
+            .env(HELPER_CHURN_ENV, "1")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("helper worker");
+        let churning = eventually(Duration::from_secs(20), || async {
+            (sleeping_with(&marker) >= 1).then_some(())
+        })
+        .await;
+        // a different moment of the start-up cycle each round
+        tokio::time::sleep(Duration::from_millis(round * 37 + rand_millis(50))).await;
+        let _ = helper.kill();
+        let _ = helper.wait();
+        assert!(churning.is_some(), "the helper never started a program");
+        // no program process lives on (the gate never opens without the worker)
+        let programs = eventually(Duration::from_secs(3), || async {
+            (sleeping_with(&marker) == 0).then_some(())
+        })
+        .await;
+        // a namespace caught half-built waits for the dead bubblewrap for good,
+        // without ever running the program: the next worker's start removes it
+        worker_service::executor::reap_stale_sandboxes().await;
+        assert_no_survivors(&marker).await;
+        assert!(programs.is_some(), "a program outlived the worker");
+    }
+}
+
+fn rand_millis(below: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(below)) as u64
 }
 
 // ---------------------------------------------------------------------------------

@@ -39,6 +39,15 @@ pub async fn run(
         ExecutorKind::Command => Some(config.command_config().map_err(WorkerError::Config)?),
         ExecutorKind::Record => None,
     };
+    if command.is_some() {
+        let reaped = crate::executor::reap_stale_sandboxes().await;
+        if reaped > 0 {
+            warn!(
+                reaped,
+                "killed the programs a previous worker left in its task cgroups"
+            );
+        }
+    }
     // a token file that cannot be used is a configuration error, said at start
     config
         .intake_link()

@@ -9,6 +9,8 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
+use super::init;
+
 /// What the program needs from the host to run ordinary tools.
 const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
@@ -93,7 +95,12 @@ pub fn args(plan: &Plan<'_>) -> Vec<OsString> {
             plan.workspace.into(),
             "--info-fd".into(),
             plan.info_fd.to_string().into(),
+            // the program starts once the worker opens the gate (see `init`)
             "--".into(),
+            init::GATE_SHELL.into(),
+            "-c".into(),
+            init::GATE_SCRIPT.into(),
+            init::GATE_NAME.into(),
             plan.program.into(),
         ],
     );

@@ -249,13 +249,92 @@ fn context(error: io::Error, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
+const PREFIX: &str = "jct-task-";
+
+/// `jct-task-<incarnation>-<n>`: the worker that made it is known from the name,
+/// so a later incarnation can tell its leftovers from a live worker's.
 fn unique_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
-        "jct-task-{}-{}",
-        std::process::id(),
+        "{PREFIX}{}-{}",
+        own_incarnation(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// This worker process: its pid and start time (a reused pid is another one).
+fn own_incarnation() -> &'static str {
+    static OWN: OnceLock<String> = OnceLock::new();
+    OWN.get_or_init(|| {
+        incarnation_of(std::process::id()).unwrap_or_else(|| std::process::id().to_string())
+    })
+}
+
+/// `<pid>.<start time in clock ticks since boot>` of a live process.
+fn incarnation_of(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name (which may hold spaces) start at 3;
+    // the start time is field 22
+    let fields = stat.get(stat.rfind(')')? + 2..)?;
+    let start = fields.split_whitespace().nth(22 - 3)?;
+    Some(format!("{pid}.{start}"))
+}
+
+/// Whether the task cgroup `name` was made by a worker that no longer runs.
+fn is_stale(name: &str) -> bool {
+    let Some((incarnation, _)) = name
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.rsplit_once('-'))
+    else {
+        return false;
+    };
+    if incarnation == own_incarnation() {
+        return false;
+    }
+    let pid = incarnation.split('.').next().unwrap_or_default();
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if incarnation.contains('.') {
+        incarnation_of(pid).as_deref() != Some(incarnation)
+    } else {
+        // a name without a start time (an older worker): stale once its pid is gone
+        !Path::new(&format!("/proc/{pid}")).exists()
+    }
+}
+
+/// Kills and removes the task cgroups a previous incarnation of a worker left
+/// (one SIGKILLed while its programs ran, in the moment before their
+/// parent-death signal was armed). Returns how many were found.
+pub async fn reap_stale(patience: Duration) -> usize {
+    let (version, parents) = match layout() {
+        Some(Layout::V2 { parent }) => (2, vec![parent]),
+        Some(Layout::V1 { pids, memory }) => (1, pids.into_iter().chain(memory).collect()),
+        None => return 0,
+    };
+    let mut reaped = 0;
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(is_stale) || !entry.path().is_dir() {
+                continue;
+            }
+            let stale = TaskCgroup {
+                version,
+                pids: Some(entry.path()),
+                memory: None,
+                procs: Vec::new(),
+            };
+            if !stale.remove(patience).await {
+                tracing::warn!(cgroup = %entry.path().display(), "a stale task cgroup did not empty in time");
+            }
+            reaped += 1;
+        }
+    }
+    reaped
 }
 
 /// The host's layout, found once.
@@ -331,6 +410,51 @@ mod tests {
         let bounds = Bounds::for_limits(&ResourceLimits::default()).expect("bounds");
         assert!(bounds.cgroup.is_none());
         assert!(!bounds.processes_fallback && !bounds.memory_fallback);
+    }
+
+    #[test]
+    fn leftovers_are_told_from_live_workers() {
+        assert!(!is_stale(&unique_name()));
+        assert!(!is_stale("user.slice"));
+        assert!(!is_stale("jct-worker"));
+        // a live worker's, and an older worker's name while its pid lives
+        let pid1 = incarnation_of(1).expect("pid 1");
+        assert!(!is_stale(&format!("{PREFIX}{pid1}-0")));
+        // beyond the largest pid Linux allows: gone
+        assert!(is_stale(&format!("{PREFIX}4194305.17-3")));
+        assert!(is_stale(&format!("{PREFIX}4194305-3")));
+        assert!(!is_stale(&format!("{PREFIX}1-3")));
+    }
+
+    /// A program left in the cgroup of a dead worker incarnation is killed and
+    /// the cgroup removed when the next one starts.
+    #[tokio::test]
+    async fn a_dead_incarnations_cgroups_are_killed_and_removed() {
+        let parents = match layout() {
+            Some(Layout::V2 { parent }) => vec![parent],
+            Some(Layout::V1 { pids, memory }) => pids.into_iter().chain(memory).collect(),
+            None => {
+                eprintln!("skipped: this host delegates no cgroup to the worker");
+                return;
+            }
+        };
+        let name = format!("{PREFIX}4194305.{}-0", rand::random::<u32>());
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let dirs: Vec<PathBuf> = parents.iter().map(|p| p.join(&name)).collect();
+        for dir in &dirs {
+            fs::create_dir(dir).expect("stale cgroup");
+            write(dir, "cgroup.procs", &sleeper.id().to_string()).expect("join");
+        }
+        assert!(reap_stale(Duration::from_secs(5)).await >= dirs.len());
+        let status = sleeper.wait().expect("reaped");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(dirs.iter().all(|d| !d.exists()));
     }
 
     #[tokio::test]

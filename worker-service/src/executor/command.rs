@@ -3,10 +3,11 @@
 //! output, a per-task cgroup for processes and memory, and the whole process
 //! tree killed — and proven dead — at exit, budget, cancel or worker death.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::process::Child;
@@ -15,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{self, Capture};
 use super::cgroup::{Bounds, TaskCgroup};
+use super::init::{self, InitView, InitWatch};
 use super::sandbox::{self, ChildSetup};
+use super::spawner;
 use super::{
     CommandConfig, CommandEnd, CommandReport, CommandRun, NetworkIsolation, SandboxFacts,
     SandboxMode, bwrap,
@@ -61,8 +64,8 @@ pub async fn run(config: &CommandConfig, run: CommandRun) -> CommandReport {
 /// The program as started: its process, and what proves its tree dead.
 struct Started {
     child: Child,
-    /// Reads the pid of bubblewrap's init (pid 1 of the task's pid namespace).
-    init: Option<tokio::task::JoinHandle<Option<i32>>>,
+    /// bubblewrap's init (pid 1 of the task's pid namespace) and the start gate.
+    init: Option<InitWatch>,
     cgroup: Option<TaskCgroup>,
 }
 
@@ -248,9 +251,8 @@ fn spawn_sandboxed(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     setup.install(cmd.as_std_mut());
-    let child = cmd
-        .spawn()
-        .map_err(|e| unavailable(format!("cannot start bubblewrap: {e}")))?;
+    let child =
+        spawner::spawn(cmd).map_err(|e| unavailable(format!("cannot start bubblewrap: {e}")))?;
     drop(info_write);
     facts.mode = MODE_BWRAP.into();
     facts.filesystem = "system directories, the program and JCT_SANDBOX_READONLY_PATHS \
@@ -264,7 +266,7 @@ fn spawn_sandboxed(
             ""
         }
     );
-    let init = Some(tokio::spawn(read_init_pid(info_read)));
+    let init = Some(InitWatch::start(info_read));
     Ok(Started {
         child,
         init,
@@ -292,8 +294,7 @@ fn spawn_plain(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     setup.install(cmd.as_std_mut());
-    let child = cmd
-        .spawn()
+    let child = spawner::spawn(cmd)
         .map_err(|e| spawn_failed(format!("cannot start {}: {e}", program.display())))?;
     facts.mode = MODE_OFF.into();
     if facts.network == NETWORK_ISOLATED {
@@ -306,21 +307,6 @@ fn spawn_plain(
         init: None,
         cgroup,
     })
-}
-
-async fn read_init_pid(read: OwnedFd) -> Option<i32> {
-    use tokio::io::AsyncReadExt;
-    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read).ok()?;
-    let mut info = Vec::new();
-    let mut buf = [0u8; 512];
-    // bubblewrap writes the info and closes its end; a failed setup closes it empty
-    while info.len() < 64 * 1024 {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => info.extend_from_slice(&buf[..n]),
-        }
-    }
-    bwrap::child_pid(&info)
 }
 
 /// Feeds and drains the program, waits for its end (exit, budget, cancel), kills
@@ -339,9 +325,11 @@ async fn supervise(
     let stderr = program.child.stderr.take();
     let stdout_file = tokio::fs::File::from_std(run.stdout);
     let stderr_file = tokio::fs::File::from_std(run.stderr);
+    let gate = program.init.as_ref().map(InitWatch::view);
+    let gate_refused = AtomicBool::new(false);
     let mut io = Box::pin(async {
         tokio::join!(
-            capture::feed(stdin, run.task_json),
+            feed(stdin, run.task_json, gate, &gate_refused),
             capture::drain(stdout, stdout_file, out),
             capture::drain(stderr, stderr_file, err),
         );
@@ -363,9 +351,7 @@ async fn supervise(
             (end, dead && sandboxed)
         }
     };
-    if let Some(init) = program.init.take() {
-        init.abort();
-    }
+    program.init = None;
     if !sandboxed && let Some(pid) = program.child.id() {
         // the plain program's group: what it left behind (setsid escapes it)
         kill_group(pid);
@@ -392,6 +378,14 @@ async fn supervise(
         tracing::warn!("output pipes still open after the program ended; abandoned");
     }
     drop(io);
+    if gate_refused.load(Ordering::Relaxed)
+        && matches!(end, CommandEnd::Exited { code } if code == init::GATE_CLOSED_EXIT)
+    {
+        end = unavailable(
+            "the sandbox's init was not seen to arm its parent-death signal in time; \
+             the program was not run",
+        );
+    }
     // bubblewrap's own failure (before the program ran) is a sandbox failure
     if sandboxed
         && matches!(end, CommandEnd::Exited { code: 1 })
@@ -401,6 +395,28 @@ async fn supervise(
         end = unavailable(head.lines().next().unwrap_or_default().to_string());
     }
     (end, dead)
+}
+
+/// Writes the task to the program's stdin; in the sandbox, behind the gate
+/// line, once the init is armed (see [`super::init`]). If it never is, stdin is
+/// closed unopened: the gate exits and the program never runs.
+async fn feed(
+    stdin: Option<tokio::process::ChildStdin>,
+    task_json: Vec<u8>,
+    gate: Option<InitView>,
+    refused: &AtomicBool,
+) {
+    let input = match gate {
+        None => task_json,
+        Some(gate) => {
+            if !gate.armed().await {
+                refused.store(true, Ordering::Relaxed);
+                return;
+            }
+            [init::GATE_LINE, &task_json].concat()
+        }
+    };
+    capture::feed(stdin, input).await;
 }
 
 enum Ending {
@@ -437,14 +453,9 @@ async fn wait_for_end(
 /// its init died, which proves the namespace empty.
 async fn kill_tree(program: &mut Started) -> bool {
     let init = match program.init.as_mut() {
-        Some(init) => tokio::time::timeout(Duration::from_millis(500), init)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten(),
+        Some(init) => init.pid(Duration::from_millis(500)).await,
         None => None,
     };
-    program.init = None;
     let killed_init = init
         .and_then(rustix::process::Pid::from_raw)
         .is_some_and(|pid| {
@@ -682,6 +693,41 @@ mod tests {
         assert_eq!(report.end, CommandEnd::Cancelled);
         assert!(report.tree_dead);
         assert!(!alive_with(&mark));
+    }
+
+    /// The parent-death signal follows the thread that forked: a program started
+    /// from a thread that then ends (here a blocking-pool thread, gone after
+    /// 10 ms idle) must keep running until it exits by itself.
+    #[test]
+    fn a_program_outlives_the_thread_that_started_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_keep_alive(Duration::from_millis(10))
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fx = Fixture::new();
+        let run = fx.run();
+        runtime.block_on(async move {
+            let started = tokio::task::spawn_blocking(move || {
+                let cfg = sh("sleep 1; echo survived");
+                let program = sandbox::resolve_program("sh").expect("sh");
+                let mut facts = SandboxFacts::default();
+                spawn_sandboxed(&cfg, &run, &program, &cfg.program[1..], false, &mut facts)
+                    .map_err(|end| format!("{end:?}"))
+            })
+            .await
+            .expect("join");
+            let mut started = started.expect("started");
+            let gate = started.init.as_ref().expect("init").view();
+            assert!(gate.armed().await, "the init armed");
+            let mut stdin = started.child.stdin.take().expect("stdin");
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, init::GATE_LINE)
+                .await
+                .expect("gate");
+            let status = started.child.wait().await.expect("wait");
+            assert!(status.success(), "{status:?}");
+        });
     }
 
     #[tokio::test]

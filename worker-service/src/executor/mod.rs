@@ -5,14 +5,24 @@ mod bwrap;
 mod capture;
 mod cgroup;
 pub mod command;
+mod init;
 pub mod record;
 pub mod sandbox;
+mod spawner;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 use tokio_util::sync::CancellationToken;
+
+/// Kills what a previous incarnation of a worker on this host left: sandboxes
+/// whose init it could not see armed (see [`init`]) and its per-task cgroups
+/// (where the host delegates cgroups). Returns how many it found. Called once
+/// at start, before any task runs.
+pub async fn reap_stale_sandboxes() -> usize {
+    init::reap_orphaned() + cgroup::reap_stale(Duration::from_secs(5)).await
+}
 
 /// Which executor the worker uses (`JCT_EXECUTOR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

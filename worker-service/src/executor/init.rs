@@ -1,0 +1,269 @@
+//! bubblewrap's init (pid 1 of the task's pid namespace) and the start gate.
+//!
+//! The parent-death signal chain is worker → bubblewrap (armed before exec, see
+//! [`super::sandbox`]) → init → program. bubblewrap arms its init's only at the
+//! end of the sandbox's set-up, milliseconds after creating it: a worker
+//! SIGKILLed in between left the init orphaned, and it went on to run the
+//! program with nobody to stop it (the escape suite reproduced it in about one
+//! kill of two during start-up).
+//!
+//! So the program does not start until the worker has seen the init armed:
+//! bubblewrap runs a gate (`/bin/sh`, a system binary every sandbox has) that
+//! reads one line from stdin and only then `exec`s the program. The worker
+//! writes that line ahead of the task once the init is blocked in `wait()`,
+//! which bubblewrap's init reaches only after arming. A worker that dies before
+//! closes stdin with it: the gate exits without running anything, and the init,
+//! left without children, exits too.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// What the worker writes to open the gate, before the task's JSON.
+pub const GATE_LINE: &[u8] = b"jct-go\n";
+/// The gate's interpreter and script: `$@` is the program and its arguments.
+pub const GATE_SHELL: &str = "/bin/sh";
+pub const GATE_SCRIPT: &str = r#"IFS= read -r go && [ "$go" = jct-go ] && exec "$@"; exit 125"#;
+/// The gate's `$0`.
+pub const GATE_NAME: &str = "jct-gate";
+/// The gate's exit status when it was never opened (only seen by a worker
+/// that gave up on the init).
+pub const GATE_CLOSED_EXIT: i32 = 125;
+
+/// How long the sandbox's set-up may take before the init must have armed.
+const ARM_PATIENCE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Init {
+    pid: i32,
+    armed: bool,
+}
+
+/// Follows the init of one run: its pid from bubblewrap's info pipe, then
+/// whether it armed its parent-death signal.
+#[derive(Debug)]
+pub struct InitWatch {
+    state: watch::Receiver<Option<Init>>,
+    task: AbortHandle,
+}
+
+impl InitWatch {
+    /// Starts following the init whose pid bubblewrap writes to `info`.
+    pub fn start(info: OwnedFd) -> InitWatch {
+        let (tx, state) = watch::channel(None);
+        let task = tokio::spawn(follow(info, tx)).abort_handle();
+        InitWatch { state, task }
+    }
+
+    /// A second view of the same init (for the gate).
+    pub fn view(&self) -> InitView {
+        InitView(self.state.clone())
+    }
+
+    /// The init's pid, waiting up to `patience` for bubblewrap to report it.
+    pub async fn pid(&mut self, patience: Duration) -> Option<i32> {
+        let reported = self.state.wait_for(Option::is_some);
+        let _ = tokio::time::timeout(patience, reported).await;
+        // what the follower saw, if anything (it may have ended since)
+        self.state.borrow().map(|i| i.pid)
+    }
+}
+
+impl Drop for InitWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the gate waits on.
+#[derive(Debug)]
+pub struct InitView(watch::Receiver<Option<Init>>);
+
+impl InitView {
+    /// Whether the init armed its parent-death signal (false: it never did,
+    /// or bubblewrap failed before starting it).
+    pub async fn armed(mut self) -> bool {
+        self.0
+            .wait_for(|i| i.is_some_and(|i| i.armed))
+            .await
+            .is_ok()
+    }
+}
+
+async fn follow(info: OwnedFd, tx: watch::Sender<Option<Init>>) {
+    let Some(pid) = read_pid(info).await else {
+        return;
+    };
+    tx.send_replace(Some(Init { pid, armed: false }));
+    let deadline = Instant::now() + ARM_PATIENCE;
+    loop {
+        match probe(pid) {
+            Probe::Waiting => break,
+            Probe::Unknown => {
+                tracing::debug!(
+                    pid,
+                    "cannot see whether the sandbox's init armed; opening the gate"
+                );
+                break;
+            }
+            // bubblewrap failed before the program: nothing to open
+            Probe::Gone => return,
+            Probe::Busy if Instant::now() >= deadline => {
+                tracing::warn!(
+                    pid,
+                    "the sandbox's init did not arm in time; the program is not run"
+                );
+                return;
+            }
+            Probe::Busy => tokio::time::sleep(POLL).await,
+        }
+    }
+    tx.send_replace(Some(Init { pid, armed: true }));
+}
+
+async fn read_pid(info: OwnedFd) -> Option<i32> {
+    use tokio::io::AsyncReadExt;
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(info).ok()?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    // bubblewrap writes the info and closes its end; a failed setup closes it empty
+    while text.len() < 64 * 1024 {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    super::bwrap::child_pid(&text)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Blocked in wait(): past arming.
+    Waiting,
+    Busy,
+    Gone,
+    /// /proc does not say (not readable here).
+    Unknown,
+}
+
+/// What `pid` is doing, from /proc/PID/syscall (the number of the system call
+/// it is blocked in, or "running").
+fn probe(pid: i32) -> Probe {
+    match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+        Ok(text) => {
+            let nr = text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<i64>().ok());
+            if nr.is_some_and(is_wait) {
+                Probe::Waiting
+            } else if is_zombie(pid) {
+                Probe::Gone
+            } else {
+                Probe::Busy
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Probe::Gone,
+        Err(_) if std::fs::metadata(format!("/proc/{pid}")).is_err() => Probe::Gone,
+        Err(_) => Probe::Unknown,
+    }
+}
+
+fn is_wait(nr: i64) -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if nr == libc::SYS_wait4 {
+        return true;
+    }
+    nr == libc::SYS_waitid
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|s| s == "Z" || s == "X")
+    })
+}
+
+/// Kills the inits a previous incarnation of a worker left: a worker killed
+/// while bubblewrap was creating the namespace leaves its init blocked for good
+/// (it waits for a go from the bubblewrap that died, and never reaches the
+/// program, whose gate also never opened). Found by their command line (our
+/// gate's arguments), being in a pid namespace of their own, and a parent that
+/// is not their bubblewrap. Returns how many were killed.
+pub fn reap_orphaned() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        if is_orphaned_init(pid)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            && rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+fn is_orphaned_init(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.first().is_some_and(|a| a.ends_with(b"bwrap"))
+        && args
+            .windows(2)
+            .any(|w| w[0] == GATE_SCRIPT.as_bytes() && w[1] == GATE_NAME.as_bytes());
+    if !ours {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    // the outer bubblewrap lives in the worker's pid namespace: one NSpid
+    let nested = field("NSpid:").split_whitespace().count() > 1;
+    let parent_is_its_bwrap = std::fs::read(format!("/proc/{}/cmdline", field("PPid:")))
+        .is_ok_and(|parent| parent == cmdline);
+    nested && !parent_is_its_bwrap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_blocked_in_wait_is_seen_waiting() {
+        let mut parent = std::process::Command::new("sh")
+            // a foreground command: the shell blocks in wait4/waitid
+            .args(["-c", "sleep 30; true"])
+            .spawn()
+            .expect("sh");
+        let pid = i32::try_from(parent.id()).expect("pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = probe(pid);
+        while seen == Probe::Busy && std::time::Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            seen = probe(pid);
+        }
+        let _ = parent.kill();
+        let _ = parent.wait();
+        assert_eq!(seen, Probe::Waiting);
+        assert_eq!(probe(pid), Probe::Gone);
+    }
+}
