@@ -268,6 +268,8 @@ async fn enqueue_watch_get_list_trace_and_status_against_a_running_pair() {
         "{status}"
     );
     assert!(status["version"].is_string());
+    assert_eq!(status["oldest_queued_at"], Json::Null, "nothing is queued");
+    assert_eq!(status["oldest_queued_age_seconds"], Json::Null);
     let text = jct.run(&["status"]).await.ok();
     assert!(text.stdout.contains("workers   1 connected"), "{text:?}");
 
@@ -440,6 +442,17 @@ async fn tokens_are_sent_and_refusals_exit_5() {
     };
     let status = operator.run(&["status", "-o", "json"]).await.ok().json();
     assert_eq!(status["task_counts"]["queued"], 1, "{status}");
+    // no worker: the task waits, and status says since when
+    assert!(status["oldest_queued_at"].is_string(), "{status}");
+    assert!(
+        status["oldest_queued_age_seconds"].as_f64() >= Some(0.0),
+        "{status}"
+    );
+    let text = operator.run(&["status"]).await.ok();
+    assert!(
+        !text.stdout.contains("oldest queued  none queued"),
+        "{text:?}"
+    );
 
     intake.stop().await.expect("intake stops");
 }
@@ -579,14 +592,15 @@ async fn a_watch_outlives_an_intake_restart() {
     .expect("the watch starts");
     assert!(first.contains("\"queued\""), "{first}");
 
-    // dropped at once, as a kill -9 would; its runtime lets go of the port shortly
-    intake.crash();
+    // a drain (as at a rolling restart) ends the watch's stream under it
+    intake.stop().await.expect("intake stops");
     let intake = jct_e2e::eventually(Duration::from_secs(10), || async {
         IntakeHandle::start(intake_config(&database.url), addr).ok()
     })
     .await
     .expect("the intake restarts on the same address");
-    assert_eq!(jct.run(&["cancel", &id]).await.code, 0);
+    let cancel = jct.run(&["cancel", &id]).await;
+    assert_eq!(cancel.code, 0, "{cancel:?}");
 
     let output = tokio::time::timeout(Duration::from_secs(60), watch.wait_with_output())
         .await

@@ -278,9 +278,11 @@ pub async fn status(connection: &Connection, out: &Out) -> Result<u8, CliError> 
     Ok(exit::SUCCESS)
 }
 
-/// The age of the oldest queued task, when the intake reports it.
-fn oldest_queued_age(_status: &pb::GetSystemStatusResponse) -> Option<Duration> {
-    None
+/// How long the longest-waiting queued task has waited (unset when none is
+/// queued). The intake's clock set the timestamp; a clock behind ours reads 0.
+fn oldest_queued_age(status: &pb::GetSystemStatusResponse) -> Option<Duration> {
+    let since = json::system_time(status.oldest_queued_at.as_ref())?;
+    Some(SystemTime::now().duration_since(since).unwrap_or_default())
 }
 
 fn status_json(
@@ -301,6 +303,7 @@ fn status_json(
         "database_reachable": status.database_reachable,
         "uptime_seconds": status.uptime_seconds,
         "task_counts": counts,
+        "oldest_queued_at": json::time(status.oldest_queued_at.as_ref()),
         "oldest_queued_age_seconds": oldest_queued.map(|age| age.as_secs_f64()),
         "workers": status.workers.iter().map(|w| json!({
             "worker_id": w.worker_id,

@@ -305,7 +305,8 @@ pub fn system_status(
         match oldest_queued {
             Some(age_of) => age(age_of),
             None if queued == 0 => "none queued".to_string(),
-            None => "unknown (this intake does not report it)".to_string(),
+            // queued tasks but no timestamp: the database did not answer
+            None => "unknown (the intake could not read it)".to_string(),
         }
     ));
     let capacity: u32 = status.workers.iter().map(|w| w.capacity).sum();
