@@ -65,7 +65,15 @@ impl Jct {
     }
 
     async fn run(&self, args: &[&str]) -> Run {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jct"));
+        let mut all = vec![env!("CARGO_BIN_EXE_jct")];
+        all.extend_from_slice(args);
+        self.run_as(&all).await
+    }
+
+    /// Runs `program` with `args` in jct's environment.
+    async fn run_as(&self, program_and_args: &[&str]) -> Run {
+        let (program, args) = program_and_args.split_first().expect("a program");
+        let mut command = tokio::process::Command::new(program);
         command
             .args(args)
             .env("JCT_ADDR", &self.addr)
@@ -78,7 +86,7 @@ impl Jct {
         }
         let output = tokio::time::timeout(Duration::from_secs(60), command.output())
             .await
-            .unwrap_or_else(|_| panic!("jct {args:?} did not finish"))
+            .unwrap_or_else(|_| panic!("{program_and_args:?} did not finish"))
             .expect("jct runs");
         Run {
             code: output.status.code().unwrap_or(-1),
@@ -149,6 +157,21 @@ async fn enqueue_watch_get_list_trace_and_status_against_a_running_pair() {
         !watched.stdout.contains('\u{1b}'),
         "no terminal codes when piped"
     );
+
+    // on a terminal (a pty from util-linux `script`): the line is redrawn in place
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let command = format!("{} watch {id}", env!("CARGO_BIN_EXE_jct"));
+        let run = jct.run_as(&["script", "-qec", &command, "/dev/null"]).await;
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("\r\u{1b}[2K"), "{run:?}");
+        assert!(run.stdout.contains("completed"), "{run:?}");
+    } else {
+        eprintln!("note: no `script` here (util-linux); the terminal line is not checked");
+    }
 
     // get: every field, result set and error null
     let task = jct.run(&["get", &id, "-o", "json"]).await.ok().json();

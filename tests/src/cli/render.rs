@@ -255,6 +255,19 @@ pub fn watch_line(task: &pb::Task) -> String {
     line
 }
 
+/// The live line of `jct watch` on a terminal: the status first (what the eye
+/// looks for), then the id, attempt and worker; no timestamp, the line is now.
+pub fn live_line(task: &pb::Task) -> String {
+    let mut line = format!("{}  {}", cell(&task.status), cell(&task.id));
+    if task.attempt > 0 {
+        line.push_str(&format!("  attempt {}", task.attempt));
+    }
+    if !task.worker_id.is_empty() {
+        line.push_str(&format!("  on {}", cell(&task.worker_id)));
+    }
+    line
+}
+
 /// `jct status`.
 pub fn system_status(
     version: &pb::GetVersionResponse,
@@ -406,6 +419,15 @@ mod tests {
             table(&["A", "BB"], &[vec!["long".into(), "x".into()]]),
             "A     BB\nlong  x\n"
         );
+    }
+
+    #[test]
+    fn the_live_line_leads_with_the_status() {
+        let mut t = task("t1", "x");
+        t.status = "running".into();
+        t.attempt = 2;
+        t.worker_id = "w\u{1b}1".into();
+        assert_eq!(live_line(&t), "running  t1  attempt 2  on w\\u{001b}1");
     }
 
     #[test]

@@ -87,7 +87,14 @@ fn show(out: &Out, live: bool, task: &pb::Task) -> Result<(), CliError> {
     if out.is_json() {
         out.json(&json::task(task))
     } else if live {
-        out.redraw(&render::watch_line(task))
+        if exit::for_task_status(&task.status).is_some() {
+            // the last redraw, with the outcome: it may wrap, nothing redraws over it
+            out.redraw(&render::watch_line(task))
+        } else {
+            // a line wider than the terminal wraps, and the next redraw would
+            // only erase its last row
+            out.redraw(&render::truncate(&render::live_line(task), live_width()))
+        }
     } else {
         out.raw(&format!("{}\n", render::watch_line(task)))
     }
@@ -99,6 +106,15 @@ fn ended(live: bool, out: &Out, error: CliError) -> CliError {
         let _ = out.raw("\n");
     }
     error
+}
+
+/// Columns a live line may take: the shell's COLUMNS when exported, else 100.
+fn live_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 20)
+        .map_or(100, |c| c - 1)
 }
 
 fn retryable(status: &tonic::Status) -> bool {
