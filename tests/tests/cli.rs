@@ -228,6 +228,15 @@ async fn enqueue_watch_get_list_trace_and_status_against_a_running_pair() {
     assert_eq!(dry["task_id"], "");
     assert_eq!(dry["task"]["operation"], "analysis");
 
+    // the file on stdin, a flag over its alias (the canonical field wins)
+    let piped = format!(
+        "{} enqueue -f - --operation docs --validate-only -o json < {file}",
+        env!("CARGO_BIN_EXE_jct")
+    );
+    let dry = jct.run_as(&["sh", "-c", &piped]).await.ok().json();
+    assert_eq!(dry["task"]["operation"], "docs", "{dry}");
+    assert_eq!(dry["task"]["inputs"]["depth"], 2, "{dry}");
+
     // list: paging across pages up to --limit, newest first, then --all
     let third = jct.enqueue("A third task here").await;
     let listed = jct
