@@ -25,7 +25,11 @@ pub mod reasons;
 pub mod structs;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 pub mod text;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(test)]
 mod contract_snapshot;

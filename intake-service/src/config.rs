@@ -132,6 +132,26 @@ pub struct IntakeConfig {
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub audit_flush_ms: u64,
 
+    /// PEM certificate chain the intake presents: with JCT_TLS_KEY_FILE, every
+    /// call is served over TLS (h2 over rustls) on JCT_INTAKE_ADDR.
+    #[arg(long, env = "JCT_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of JCT_TLS_CERT_FILE.
+    #[arg(long, env = "JCT_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s): every client must present a certificate signed by
+    /// one of them (mutual TLS). Needs JCT_TLS_CERT_FILE and JCT_TLS_KEY_FILE.
+    #[arg(long, env = "JCT_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// A second listener serving only grpc.health.v1, in plaintext and without
+    /// authentication, for probes that cannot speak TLS (Kubernetes gRPC probes).
+    /// Unset: health is served on JCT_INTAKE_ADDR only.
+    #[arg(long, env = "JCT_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
     /// Allow serving a non-loopback address without JCT_AUTH_TOKENS_FILE.
     #[arg(long, env = "JCT_INSECURE", default_value_t = false, action = ArgAction::Set)]
     pub insecure: bool,

@@ -14,5 +14,6 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod task;
+pub mod transport;
 
 pub use jct::telemetry;

@@ -27,6 +27,7 @@ use crate::config::IntakeConfig;
 use crate::dispatch::Dispatcher;
 use crate::policy::PolicyConfig;
 use crate::store::{Store, StoreError};
+use crate::transport::{self, TlsConfigError};
 
 /// The health service names clients may check besides the overall "".
 pub const TASK_SERVICE_NAME: &str = "jct.v1.TaskService";
@@ -56,6 +57,10 @@ pub enum ServeError {
     PageTokenKey(String),
     #[error("the listener has no local address: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    #[error("cannot listen for health probes on {0} (JCT_HEALTH_ADDR): {1}")]
+    HealthListener(std::net::SocketAddr, std::io::Error),
 }
 
 fn page_tokens(config: &IntakeConfig) -> Result<PageTokens, ServeError> {
@@ -98,16 +103,41 @@ fn authenticator(
 
 /// Runs the intake on `listener` until `shutdown` resolves, then drains: health
 /// turns NOT_SERVING, worker streams close (their leases are kept), new calls are
-/// refused and in-flight calls get `grace` to finish.
+/// refused and in-flight calls get `grace` to finish. With JCT_HEALTH_ADDR, a
+/// plaintext health listener is bound there too.
 pub async fn serve(
     config: IntakeConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let health_listener = match config.health_addr {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|error| ServeError::HealthListener(address, error))?,
+        ),
+        None => None,
+    };
+    serve_with_health(config, listener, health_listener, shutdown).await
+}
+
+/// [`serve`] with the health listener bound by the caller (port 0 in tests).
+pub async fn serve_with_health(
+    config: IntakeConfig,
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let auth = authenticator(
         &config,
         listener.local_addr().map_err(ServeError::Listener)?,
     )?;
+    // every TLS file is checked before the database is touched
+    let tls = transport::server_tls(&config)?;
+    if tls.is_some() {
+        let mutual = config.tls_client_ca_file.is_some();
+        info!(mutual, "TLS on: h2 over rustls");
+    }
     let store = Store::open(config.store_options()).await?;
     info!(backend = store.backend().as_str(), "database ready");
     let stopping = CancellationToken::new();
@@ -140,6 +170,20 @@ pub async fn serve(
         health.clone(),
         stopping.clone(),
     ));
+    if let Some(health_listener) = health_listener {
+        let address = health_listener.local_addr().map_err(ServeError::Listener)?;
+        info!(%address, "health listener (plaintext, grpc.health.v1 only)");
+        let served = transport::serve_health(
+            health_listener,
+            health_service.clone(),
+            stopping.clone().cancelled_owned(),
+        );
+        background.spawn(async move {
+            if let Err(error) = served.await {
+                warn!(%error, "health listener stopped");
+            }
+        });
+    }
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -163,7 +207,7 @@ pub async fn serve(
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let server = transport::with_tls(Server::builder(), tls)?
         // detects workers that vanished without closing their stream
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))

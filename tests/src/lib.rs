@@ -253,3 +253,15 @@ pub fn enqueue_request(objective: &str) -> jct::v1::EnqueueRequest {
         ..Default::default()
     }
 }
+
+/// `message` sent with `authorization: Bearer <token>`.
+pub fn as_caller<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    match format!("Bearer {token}").parse() {
+        Ok(value) => {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Err(_) => panic!("a token is printable ASCII"),
+    }
+    request
+}

@@ -10,7 +10,7 @@ use clap::Parser;
 use crate::executor::{
     CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits, SandboxConfig, SandboxMode,
 };
-use crate::intake::IntakeLink;
+use crate::intake::{IntakeLink, LinkError, TlsFiles};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Parser)]
@@ -29,6 +29,19 @@ pub struct WorkerConfig {
     /// at every attach, so a rotated token needs no restart. Unset: no token.
     #[arg(long, env = "JCT_WORKER_TOKEN_FILE")]
     pub worker_token_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that must have signed the intake's certificate, for
+    /// an `https://` JCT_INTAKE_URL. Unset: the system's trusted roots.
+    #[arg(long, env = "JCT_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM certificate chain this worker presents to the intake (mutual TLS).
+    #[arg(long, env = "JCT_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of JCT_TLS_CERT_FILE.
+    #[arg(long, env = "JCT_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
 
     /// Root of the trace folders: one per task, `<root>/<task_id>/`.
     #[arg(long, env = "JCT_TRACE_ROOT", default_value = "./traces")]
@@ -160,11 +173,18 @@ impl WorkerConfig {
         WorkerConfig::parse_from(["worker-service"])
     }
 
-    pub fn intake_link(&self) -> IntakeLink {
-        IntakeLink {
+    /// How to reach the intake; TLS files are read and checked here, at start.
+    pub fn intake_link(&self) -> Result<IntakeLink, LinkError> {
+        let files = TlsFiles {
+            ca: self.tls_ca_file.clone(),
+            cert: self.tls_cert_file.clone(),
+            key: self.tls_key_file.clone(),
+        };
+        Ok(IntakeLink {
             url: self.intake_url.clone(),
             token_file: self.worker_token_file.clone(),
-        }
+            tls: crate::intake::client_tls(&self.intake_url, &files)?,
+        })
     }
 
     pub fn worker_id(&self) -> String {

@@ -1,20 +1,65 @@
-//! How the worker reaches the intake: its URL and the bearer token from
-//! `JCT_WORKER_TOKEN_FILE`. The file is read at every attach, so a rotated token
-//! is picked up at the next reconnect without a restart. The token is never
-//! logged: errors name the file, not its content.
+//! How the worker reaches the intake: its URL, TLS (the CA that must have signed
+//! the intake's certificate, and the worker's own certificate for mutual TLS),
+//! and the bearer token from `JCT_WORKER_TOKEN_FILE`. The token file is read at
+//! every attach, so a rotated token is picked up at the next reconnect without a
+//! restart. The token is never logged: errors name the file, not its content.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jct::bearer::TokenFileError;
+use jct::tls::{PemFile, TlsFileError};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Where the intake is and how to prove who this worker is.
 #[derive(Debug, Clone)]
 pub struct IntakeLink {
     pub url: String,
     pub token_file: Option<PathBuf>,
+    /// Set for an `https://` URL: whom to trust, and what to present.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// The TLS files of the worker, as configured (paths not yet read).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The worker's TLS settings for `url`, every file read and checked now: an
+/// `https://` intake is verified against JCT_TLS_CA_FILE (or, without it, the
+/// system's roots) and gets the client certificate when one is configured. TLS
+/// files with an `http://` URL are refused rather than ignored: the operator
+/// meant the token to travel encrypted.
+pub fn client_tls(url: &str, files: &TlsFiles) -> Result<Option<ClientTlsConfig>, LinkError> {
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    let identity = jct::tls::optional_identity(
+        ("JCT_TLS_CERT_FILE", files.cert.as_deref()),
+        ("JCT_TLS_KEY_FILE", files.key.as_deref()),
+    )?;
+    if !https {
+        if files.ca.is_some() || identity.is_some() {
+            return Err(LinkError::TlsWithoutHttps);
+        }
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    tls = match &files.ca {
+        Some(path) => tls.ca_certificate(jct::tls::certificates(PemFile::new(
+            "JCT_TLS_CA_FILE",
+            path,
+        ))?),
+        None => tls.with_native_roots(),
+    };
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    Ok(Some(tls))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +68,15 @@ pub enum LinkError {
     TokenUnreadable { path: String, reason: String },
     #[error("the worker token file {path} holds no usable token (one line of printable ASCII)")]
     TokenMalformed { path: String },
-    #[error("cannot reach the intake: {0}")]
+    #[error("cannot reach the intake: {}", jct::tls::error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    #[error(
+        "JCT_TLS_CA_FILE / JCT_TLS_CERT_FILE are for an https:// intake, but JCT_INTAKE_URL \
+         is not https://"
+    )]
+    TlsWithoutHttps,
 }
 
 impl IntakeLink {
@@ -37,7 +89,11 @@ impl IntakeLink {
     }
 
     pub async fn connect(&self) -> Result<Channel, LinkError> {
-        Ok(Endpoint::from_shared(self.url.clone())?
+        let mut endpoint = Endpoint::from_shared(self.url.clone())?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        Ok(endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // notices an intake that vanished without closing the stream
@@ -68,6 +124,7 @@ mod tests {
         let link = IntakeLink {
             url: "http://127.0.0.1:1".into(),
             token_file: Some(path.clone()),
+            tls: None,
         };
         let error = link.authorization().expect_err("absent");
         assert!(error.to_string().contains("token"), "{error}");
@@ -81,6 +138,7 @@ mod tests {
         let none = IntakeLink {
             url: "http://127.0.0.1:1".into(),
             token_file: None,
+            tls: None,
         };
         assert!(none.authorization().expect("no file").is_none());
     }

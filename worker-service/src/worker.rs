@@ -48,9 +48,12 @@ pub async fn run(
             );
         }
     }
-    // a token file that cannot be used is a configuration error, said at start
-    config
+    // TLS files and a token file that cannot be used are configuration errors,
+    // said at start
+    let intake = config
         .intake_link()
+        .map_err(|error| WorkerError::Config(error.to_string()))?;
+    intake
         .authorization()
         .map_err(|error| WorkerError::Config(error.to_string()))?;
     std::fs::create_dir_all(&config.trace_root).map_err(|source| WorkerError::Io {
@@ -88,7 +91,7 @@ pub async fn run(
     });
     let running = RunningTasks::default();
     let session = Session::new(
-        config.intake_link(),
+        intake,
         worker_id.clone(),
         config.capacity,
         config.executor.as_str().to_string(),
