@@ -532,6 +532,87 @@ async fn host_tmp_root_home_and_var_are_out_of_reach() {
     case.finish().await;
 }
 
+/// Kernel interfaces the namespaces leave reachable and a task has no use for:
+/// pushing input into a terminal (TIOCSTI on a terminal the program controls,
+/// which the kernel here allows), the kernel keyrings, bpf, performance
+/// counters of its own process, userfaultfd in user mode, io_uring. Each is
+/// denied with EPERM; each would succeed here without the filter (bpf only
+/// where the host allows unprivileged bpf).
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_injection_keyrings_bpf_and_other_kernel_interfaces_are_denied() {
+    let case = Case::new();
+    let script = format!(
+        r#"echo started; exec /usr/bin/python3 - <<'EOF'
+import ctypes, errno, fcntl, os, struct, termios
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def report(name, result):
+    e = ctypes.get_errno()
+    print(name, 'ALLOWED' if result >= 0 else errno.errorcode.get(e, e), flush=True)
+def call(name, nr, *args):
+    ctypes.set_errno(0)
+    report(name, libc.syscall(nr, *args))
+call('keyctl', {keyctl}, 0, -3, 1)
+call('add_key', {add_key}, b'user', b'jct-escape', b'secret', 6, -3)
+call('bpf', {bpf}, 0, ctypes.create_string_buffer(72), 72)
+attr = ctypes.create_string_buffer(128)
+struct.pack_into('IIQ', attr, 0, 1, 128, 0)
+struct.pack_into('Q', attr, 40, (1 << 0) | (1 << 5) | (1 << 6))
+call('perf_event_open', {perf}, attr, 0, -1, -1, 0)
+call('userfaultfd', {uffd}, 1)
+call('io_uring_setup', {uring}, 1, ctypes.create_string_buffer(120))
+master, slave = os.openpty()
+name = os.ttyname(slave)
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    tty = os.open(name, os.O_RDWR)
+    try:
+        fcntl.ioctl(tty, termios.TIOCSTI, b'x')
+        print('TIOCSTI ALLOWED', flush=True)
+    except OSError as e:
+        print('TIOCSTI', errno.errorcode.get(e.errno, e.errno), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+EOF"#,
+        keyctl = libc::SYS_keyctl,
+        add_key = libc::SYS_add_key,
+        bpf = libc::SYS_bpf,
+        perf = libc::SYS_perf_event_open,
+        uffd = libc::SYS_userfaultfd,
+        uring = libc::SYS_io_uring_setup,
+    );
+    let out = case.run(case.worker(&script)).await;
+    out.assert_ran();
+    for call in [
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+        "TIOCSTI",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{call} EPERM\n")),
+            "{call} not denied: {} {}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    assert_eq!(
+        out.manifest["sandbox"]["syscalls"]
+            .as_str()
+            .unwrap_or_default()
+            .split(' ')
+            .next(),
+        Some("seccomp"),
+        "{}",
+        out.manifest
+    );
+    case.finish().await;
+}
+
 /// A descriptor the worker holds without close-on-exec (its own, a library's, or
 /// one inherited from whoever started it, like the lock file an orphaned
 /// bubblewrap once kept open) must not reach the program: it sees only its

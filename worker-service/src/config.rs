@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::executor::{
     CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits, SandboxConfig, SandboxMode,
+    SeccompMode,
 };
 use crate::intake::{IntakeLink, LinkError, TlsFiles};
 use crate::telemetry::LogFormat;
@@ -95,6 +96,18 @@ pub struct WorkerConfig {
     /// opt-out (a plain child process), recorded in every manifest.
     #[arg(long, env = "JCT_SANDBOX", value_enum, default_value = "required")]
     pub sandbox: SandboxMode,
+
+    /// `required`: the sandbox denies kernel interfaces a task has no use for
+    /// (a seccomp filter: TIOCSTI, keyrings, bpf, perf, userfaultfd, io_uring,
+    /// kexec, modules, syslog), or the task fails with SANDBOX_UNAVAILABLE.
+    /// `off`: the operator's opt-out, recorded in every manifest.
+    #[arg(
+        long,
+        env = "JCT_SANDBOX_SECCOMP",
+        value_enum,
+        default_value = "required"
+    )]
+    pub sandbox_seccomp: SeccompMode,
 
     /// When the worker runs as root, the uid (and gid) the sandbox runs as.
     #[arg(long, env = "JCT_SANDBOX_UID", default_value_t = 65534,
@@ -248,6 +261,7 @@ impl WorkerConfig {
                 readonly_paths,
                 allow_network: self.sandbox_allow_network,
                 allow_secrets: self.sandbox_allow_secrets,
+                seccomp: self.sandbox_seccomp,
             },
             program,
             network_isolation: self.network_isolation,

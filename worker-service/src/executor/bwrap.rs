@@ -26,6 +26,8 @@ pub struct Plan<'a> {
     pub readonly: &'a [PathBuf],
     /// Where bubblewrap writes `{"child-pid": N}` (the pid namespace's init).
     pub info_fd: RawFd,
+    /// The seccomp filter bubblewrap installs before exec, if any.
+    pub seccomp_fd: Option<RawFd>,
 }
 
 /// The options every run shares (the probe runs `true` with them).
@@ -95,6 +97,14 @@ pub fn args(plan: &Plan<'_>) -> Vec<OsString> {
             plan.workspace.into(),
             "--info-fd".into(),
             plan.info_fd.to_string().into(),
+        ],
+    );
+    if let Some(fd) = plan.seccomp_fd {
+        push_all(&mut args, ["--seccomp".into(), fd.to_string().into()]);
+    }
+    push_all(
+        &mut args,
+        [
             // the program starts once the worker opens the gate (see `init`)
             "--".into(),
             init::GATE_SHELL.into(),
@@ -139,6 +149,7 @@ mod tests {
             args: &[],
             readonly: &[],
             info_fd: 3,
+            seccomp_fd: None,
         };
         let system = args(&plan("/usr/bin/true"));
         assert!(

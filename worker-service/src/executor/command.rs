@@ -21,7 +21,7 @@ use super::sandbox::{self, ChildSetup};
 use super::spawner;
 use super::{
     CommandConfig, CommandEnd, CommandReport, CommandRun, NetworkIsolation, SandboxFacts,
-    SandboxMode, bwrap,
+    SandboxMode, SeccompMode, bwrap, seccomp,
 };
 
 /// How long the pipes may still be drained after the program's tree is gone.
@@ -233,6 +233,19 @@ fn spawn_sandboxed(
     let (info_read, info_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| unavailable(format!("cannot create a pipe: {e}")))?;
     setup.inherit.push(info_write.as_raw_fd());
+    let filter = match config.sandbox.seccomp {
+        SeccompMode::Required => {
+            let fd = seccomp::memfd()
+                .map_err(|e| unavailable(format!("cannot install the seccomp filter: {e}")))?;
+            setup.inherit.push(fd.as_raw_fd());
+            facts.syscalls = seccomp::DESCRIPTION.into();
+            Some(fd)
+        }
+        SeccompMode::Off => {
+            facts.syscalls = "unfiltered (operator: JCT_SANDBOX_SECCOMP=off)".into();
+            None
+        }
+    };
     let plan = bwrap::Plan {
         share_net,
         workspace: &run.workspace,
@@ -240,6 +253,7 @@ fn spawn_sandboxed(
         args,
         readonly: &config.sandbox.readonly_paths,
         info_fd: info_write.as_raw_fd(),
+        seccomp_fd: filter.as_ref().map(AsRawFd::as_raw_fd),
     };
     let mut cmd = tokio::process::Command::new(&bwrap);
     cmd.args(bwrap::args(&plan))
@@ -254,6 +268,7 @@ fn spawn_sandboxed(
     let child =
         spawner::spawn(cmd).map_err(|e| unavailable(format!("cannot start bubblewrap: {e}")))?;
     drop(info_write);
+    drop(filter);
     facts.mode = MODE_BWRAP.into();
     facts.filesystem = "system directories, the program and JCT_SANDBOX_READONLY_PATHS \
                         read-only; the workspace read-write; private /tmp, /proc and /dev"
@@ -301,6 +316,7 @@ fn spawn_plain(
         facts.network = "off (JCT_SANDBOX=off: the worker's network)".into();
     }
     facts.filesystem = "the worker's (JCT_SANDBOX=off)".into();
+    facts.syscalls = "unfiltered (JCT_SANDBOX=off)".into();
     facts.user = format!("uid {uid}, the worker's capabilities (JCT_SANDBOX=off)");
     Ok(Started {
         child,
@@ -892,6 +908,22 @@ mod tests {
         let report = super::run(&config(&["true"]), run).await;
         assert!(
             matches!(report.end, CommandEnd::SpawnFailed { .. }),
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_syscall_filter_and_its_opt_out_are_recorded() {
+        let fx = Fixture::new();
+        let report = super::run(&sh("true"), fx.run()).await;
+        assert_eq!(report.end, CommandEnd::Exited { code: 0 }, "{report:?}");
+        assert_eq!(report.sandbox.syscalls, seccomp::DESCRIPTION);
+        let mut cfg = sh("true");
+        cfg.sandbox.seccomp = SeccompMode::Off;
+        let report = super::run(&cfg, fx.run()).await;
+        assert_eq!(report.end, CommandEnd::Exited { code: 0 }, "{report:?}");
+        assert!(
+            report.sandbox.syscalls.starts_with("unfiltered (operator"),
             "{report:?}"
         );
     }

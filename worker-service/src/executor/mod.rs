@@ -8,6 +8,7 @@ pub mod command;
 mod init;
 pub mod record;
 pub mod sandbox;
+mod seccomp;
 mod spawner;
 
 use std::path::PathBuf;
@@ -67,6 +68,17 @@ pub enum NetworkIsolation {
     Off,
 }
 
+/// Whether the sandbox installs its system-call filter (`JCT_SANDBOX_SECCOMP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// Every sandboxed program runs under the filter; where it cannot be built
+    /// the task fails with SANDBOX_UNAVAILABLE.
+    Required,
+    /// The operator's opt-out; every manifest records it.
+    Off,
+}
+
 /// Operator limits on the executed program's whole process tree. `None` = unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ResourceLimits {
@@ -103,6 +115,8 @@ pub struct SandboxConfig {
     pub readonly_paths: Vec<PathBuf>,
     /// Whether this worker runs tasks that ask for network (`JCT_SANDBOX_ALLOW_NETWORK`).
     pub allow_network: bool,
+    /// The system-call filter (`JCT_SANDBOX_SECCOMP`).
+    pub seccomp: SeccompMode,
     /// Whether this worker runs tasks that ask for secrets (`JCT_SANDBOX_ALLOW_SECRETS`).
     pub allow_secrets: bool,
 }
@@ -115,6 +129,7 @@ impl Default for SandboxConfig {
             readonly_paths: Vec::new(),
             allow_network: false,
             allow_secrets: false,
+            seccomp: SeccompMode::Required,
         }
     }
 }
@@ -184,6 +199,8 @@ pub struct SandboxFacts {
     pub memory: String,
     /// How the whole process tree was killed and proven dead.
     pub process_tree: String,
+    /// Which system calls were filtered (seccomp), or that none were.
+    pub syscalls: String,
     pub limits: ResourceLimits,
 }
 
