@@ -72,9 +72,17 @@ async fn queued_tasks_are_pushed_within_capacity_oldest_first(url: &str) {
         "a freed slot is refilled"
     );
 
-    // a task enqueued while the worker has room is pushed without any poll
-    let ack = worker.report(completed(&second, 2)).await;
-    assert!(ack.accepted);
+    // a task enqueued while the worker has room is pushed without any poll;
+    // this report spells its status as a worker of the previous release does
+    // (a rolling upgrade), and is read the same
+    let mut legacy = completed(&second, 2);
+    legacy.status = pb::ReportStatus::Unspecified.into();
+    #[allow(deprecated)]
+    {
+        legacy.legacy_status = "completed".into();
+    }
+    let ack = worker.report(legacy).await;
+    assert!(ack.accepted, "{ack:?}");
     let fourth = worker.next_assignment().await;
     assert_eq!(fourth.task.map(|t| t.id), Some(ids[3].clone()));
     intake.stop().await;
@@ -239,7 +247,7 @@ async fn cancelling_a_running_task_reaches_its_worker(url: &str) {
     );
     // the worker's final report is refused and the task stays cancelled
     let mut report = completed(&assignment, 3);
-    report.status = "failed".into();
+    report.status = pb::ReportStatus::Failed.into();
     report.result = None;
     report.error = Some(pb::TaskError {
         code: "CANCELLED".into(),

@@ -310,7 +310,7 @@ async fn a_report_carrying_raw_program_text_is_refused_not_retried(url: &str) {
         report_id,
         task_id: task_id.clone(),
         lease_token: assignment.lease_token.clone(),
-        status: "failed".into(),
+        status: pb::ReportStatus::Failed.into(),
         error: Some(pb::TaskError {
             code: "EXIT_STATUS".into(),
             message: message.into(),

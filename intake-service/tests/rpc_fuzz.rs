@@ -466,16 +466,22 @@ fn hostile_report() -> impl Strategy<Value = pb::TaskReport> {
         proptest::option::of(hostile_struct(2)),
         proptest::option::of((hostile(), hostile())),
         hostile(),
+        any::<i32>(),
     )
         .prop_map(
-            |(report_id, task_id, lease_token, status, result, error, trace_uri)| pb::TaskReport {
-                report_id,
-                task_id,
-                lease_token,
-                status,
-                result,
-                error: error.map(|(code, message)| pb::TaskError { code, message }),
-                trace_uri,
+            |(report_id, task_id, lease_token, legacy, result, error, trace_uri, status)| {
+                // the previous release's spelling is hostile input too
+                #[allow(deprecated)]
+                pb::TaskReport {
+                    report_id,
+                    task_id,
+                    lease_token,
+                    legacy_status: legacy,
+                    result,
+                    error: error.map(|(code, message)| pb::TaskError { code, message }),
+                    trace_uri,
+                    status,
+                }
             },
         )
 }
@@ -550,9 +556,10 @@ fn hostile_call() -> impl Strategy<Value = Call> {
             }
         ),
         2 => hostile_report().prop_map(|report| {
+            #[allow(deprecated)]
             Call::Update(pb::UpdateStatusRequest {
                 task_id: report.task_id,
-                status: report.status,
+                status: report.legacy_status,
                 result: report.result,
                 error: report.error,
                 trace_uri: report.trace_uri,

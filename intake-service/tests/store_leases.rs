@@ -331,7 +331,7 @@ async fn a_restarted_intake_keeps_reattaching_workers_tasks(url: &str) {
             report_id: 1,
             task_id: task_id.to_string(),
             lease_token: token.to_string(),
-            status: "completed".into(),
+            status: pb::ReportStatus::Completed.into(),
             result: Some(prost_types::Struct::default()),
             ..Default::default()
         })

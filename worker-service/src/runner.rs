@@ -11,6 +11,7 @@ use std::time::Instant;
 use jct::reasons::task_error;
 use jct::structs::json_to_struct;
 use jct::v1 as pb;
+use jct::v1::ReportStatus;
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -114,20 +115,28 @@ pub async fn run(
             info!(%task_id, attempt, "stopped: lease lost");
             return;
         }
-        (Some(StopReason::Shutdown), _) => report(&assignment, "released", None, None, &trace_uri),
-        (_, Outcome::Cancelled) => report(&assignment, "cancelled", None, None, &trace_uri),
-        (_, Outcome::Completed { result }) => {
-            report(&assignment, "completed", Some(result), None, &trace_uri)
+        (Some(StopReason::Shutdown), _) => {
+            report(&assignment, ReportStatus::Released, None, None, &trace_uri)
         }
+        (_, Outcome::Cancelled) => {
+            report(&assignment, ReportStatus::Cancelled, None, None, &trace_uri)
+        }
+        (_, Outcome::Completed { result }) => report(
+            &assignment,
+            ReportStatus::Completed,
+            Some(result),
+            None,
+            &trace_uri,
+        ),
         (_, Outcome::Failed { code, message }) => report(
             &assignment,
-            "failed",
+            ReportStatus::Failed,
             None,
             Some(pb::TaskError { code, message }),
             &trace_uri,
         ),
     };
-    let status = report.status.clone();
+    let status = report.status().as_str_name();
     let ack = context.reporter.report(report).await;
     info!(
         %task_id, attempt, %status,
@@ -139,7 +148,7 @@ pub async fn run(
 
 fn report(
     assignment: &pb::Assignment,
-    status: &str,
+    status: ReportStatus,
     result: Option<Map<String, Json>>,
     error: Option<pb::TaskError>,
     trace_uri: &str,
@@ -152,7 +161,7 @@ fn report(
             .map(|t| t.id.clone())
             .unwrap_or_default(),
         lease_token: assignment.lease_token.clone(),
-        status: status.to_string(),
+        status: status.into(),
         result: result.as_ref().map(json_to_struct),
         // the message quotes the program's stderr: escaped before it leaves the
         // worker (error.json in the trace keeps the raw text)
@@ -161,6 +170,8 @@ fn report(
             message: jct::text::escape(&error.message),
         }),
         trace_uri: trace_uri.to_string(),
+        // legacy_status stays empty: only workers of the previous release spell it
+        ..Default::default()
     }
 }
 
@@ -258,9 +269,13 @@ async fn record_run(
             .await?;
     let trace_uri = trace.uri();
     // the task's trace_uri is set now, so even a cancelled run points at its trace
-    context
-        .reporter
-        .notify(report(assignment, "running", None, None, &trace_uri));
+    context.reporter.notify(report(
+        assignment,
+        ReportStatus::Running,
+        None,
+        None,
+        &trace_uri,
+    ));
 
     let (outcome, manifest_extra, mut trace) = crate::command_attempt::run(
         context,
@@ -334,7 +349,7 @@ mod tests {
         let code = task_error::EXIT_STATUS.to_string();
         let sent = report(
             &assignment(),
-            "failed",
+            ReportStatus::Failed,
             None,
             Some(pb::TaskError { code, message }),
             "",

@@ -309,7 +309,7 @@ impl Session {
             let released = pb::TaskReport {
                 task_id: task_id.to_string(),
                 lease_token: assignment.lease_token.clone(),
-                status: "released".into(),
+                status: pb::ReportStatus::Released.into(),
                 ..Default::default()
             };
             let _ = outbox.send(message(Outbound::Report(released))).await;

@@ -24,7 +24,7 @@ use crate::policy::FieldViolation;
 use super::caller::caller;
 use super::convert::{task_to_pb, timestamp};
 use super::errors::{Failure, status, transition_failure, validation_failed, validation_message};
-use super::status_change::{StatusFields, read_transition};
+use super::status_change::{StatusFields, read_transition, report_status};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WORKER_ID_CHARS: usize = 256;
@@ -160,7 +160,7 @@ fn read_message(message: pb::WorkerMessage) -> Option<FromWorker> {
 }
 
 fn read_report(report: pb::TaskReport) -> Report {
-    let change = if report.status == "released" {
+    let change = if report_status(&report) == pb::ReportStatus::Released {
         match (
             Uuid::parse_str(&report.task_id),
             Uuid::parse_str(&report.lease_token),

@@ -39,11 +39,39 @@ impl<'a> From<&'a pb::UpdateStatusRequest> for StatusFields<'a> {
     }
 }
 
+/// A worker's report status, typed. A worker of the previous release spelled
+/// it in `legacy_status`; that spelling is read here and nowhere else.
+pub fn report_status(report: &pb::TaskReport) -> pb::ReportStatus {
+    use pb::ReportStatus as R;
+    match report.status() {
+        #[allow(deprecated)]
+        R::Unspecified => match report.legacy_status.as_str() {
+            "running" => R::Running,
+            "completed" => R::Completed,
+            "failed" => R::Failed,
+            "cancelled" => R::Cancelled,
+            "released" => R::Released,
+            _ => R::Unspecified,
+        },
+        typed => typed,
+    }
+}
+
 impl<'a> From<&'a pb::TaskReport> for StatusFields<'a> {
     fn from(report: &'a pb::TaskReport) -> Self {
+        use pb::ReportStatus as R;
+        let status = match report_status(report) {
+            R::Running => Status::Running.as_str(),
+            R::Completed => Status::Completed.as_str(),
+            R::Failed => Status::Failed.as_str(),
+            R::Cancelled => Status::Cancelled.as_str(),
+            // a release is not a status change (read before this), and an
+            // unspecified one is refused by `read_transition`
+            R::Released | R::Unspecified => "",
+        };
         Self {
             task_id: &report.task_id,
-            status: &report.status,
+            status,
             result: report.result.as_ref(),
             error: report.error.as_ref(),
             trace_uri: &report.trace_uri,

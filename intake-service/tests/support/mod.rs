@@ -225,7 +225,7 @@ pub fn completed(assignment: &pb::Assignment, report_id: u64) -> pb::TaskReport 
             .map(|t| t.id.clone())
             .unwrap_or_default(),
         lease_token: assignment.lease_token.clone(),
-        status: "completed".into(),
+        status: pb::ReportStatus::Completed.into(),
         result: Some(prost_types::Struct::default()),
         ..Default::default()
     }
