@@ -79,6 +79,9 @@ impl Jct {
             .env("JCT_ADDR", &self.addr)
             .env("USER", "cli-test")
             .env_remove("JCT_TOKEN_FILE")
+            .env_remove("JCT_TLS_CA_FILE")
+            .env_remove("JCT_TLS_CERT_FILE")
+            .env_remove("JCT_TLS_KEY_FILE")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if let Some(path) = &self.token_file {
@@ -650,5 +653,79 @@ async fn a_watch_outlives_an_intake_restart() {
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_default();
     assert_eq!(last["status"], "cancelled", "{rest}");
+    intake.stop().await.expect("intake stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_jct_verifies_the_intake_and_presents_its_certificate() {
+    use jct::test_pki::TestCa;
+
+    let database = TestDatabase::sqlite();
+    let dir = tempfile::tempdir().expect("dir");
+    let server_ca = TestCa::new("jct intake CA").expect("CA");
+    let server_ca_file = server_ca.write_cert(dir.path(), "ca").expect("write");
+    let intake_files = server_ca
+        .write_issued(dir.path(), "intake", &["127.0.0.1", "localhost"])
+        .expect("intake certificate");
+    let client_ca = TestCa::new("jct client CA").expect("CA");
+    let client_ca_file = client_ca
+        .write_cert(dir.path(), "client-ca")
+        .expect("write");
+    let caller = client_ca
+        .write_issued(dir.path(), "caller", &["olga"])
+        .expect("caller certificate");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "tok-op,olga,operator\n").expect("tokens");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-op\n").expect("token");
+
+    let mut config = intake_config(&database.url);
+    config.auth_tokens_file = Some(tokens);
+    config.tls_cert_file = Some(intake_files.cert.clone());
+    config.tls_key_file = Some(intake_files.key.clone());
+    config.tls_client_ca_file = Some(client_ca_file);
+    let intake = IntakeHandle::start(config, "127.0.0.1:0".parse().expect("addr")).expect("intake");
+    let jct = Jct {
+        addr: format!("https://{}", intake.addr),
+        token_file: Some(token),
+    };
+    let path = |p: &Path| p.display().to_string();
+    let (ca, cert, key) = (path(&server_ca_file), path(&caller.cert), path(&caller.key));
+
+    let status = jct
+        .run(&[
+            "status",
+            "-o",
+            "json",
+            "--tls-ca-file",
+            &ca,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+        ])
+        .await
+        .ok()
+        .json();
+    assert!(status["version"].is_string(), "{status}");
+
+    // no client certificate: the intake refuses the handshake
+    let run = jct.run(&["status", "--tls-ca-file", &ca]).await;
+    assert_eq!(run.code, 6, "{run:?}");
+    // an intake the system's roots do not vouch for is not trusted
+    let run = jct
+        .run(&["status", "--tls-cert-file", &cert, "--tls-key-file", &key])
+        .await;
+    assert_eq!(run.code, 6, "{run:?}");
+    // TLS files with a plaintext address, or a certificate without its key: usage
+    let plain = Jct {
+        addr: format!("http://{}", intake.addr),
+        token_file: None,
+    };
+    let run = plain.run(&["status", "--tls-ca-file", &ca]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("https://"), "{run:?}");
+    assert_eq!(jct.run(&["status", "--tls-cert-file", &cert]).await.code, 2);
+
     intake.stop().await.expect("intake stops");
 }

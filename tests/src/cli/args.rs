@@ -18,6 +18,7 @@ Examples:
   jct trace TASK_ID
   jct status
   JCT_ADDR=http://intake:50051 JCT_TOKEN_FILE=~/.jct-token jct list
+  jct --addr https://intake:50051 --tls-ca-file ca.pem status   # TLS (and --tls-cert-file/--tls-key-file for mTLS)
 
 Exit codes: 0 success (watch: completed), 2 usage, 3 rejected request (invalid, policy,
 conflict), 4 not found, 5 unauthenticated or denied, 6 unreachable or unavailable,
@@ -42,6 +43,26 @@ pub struct Global {
     /// File holding the bearer token (sent as `authorization: Bearer <token>`)
     #[arg(long, env = "JCT_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) an https:// intake's certificate must be signed by
+    /// [default: the system's roots]
+    #[arg(long, env = "JCT_TLS_CA_FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for an intake that asks for mutual TLS
+    #[arg(
+        long,
+        env = "JCT_TLS_CERT_FILE",
+        global = true,
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(
+        long,
+        env = "JCT_TLS_KEY_FILE",
+        global = true,
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
     /// Output: `text` for people, `json` (stable: one JSON object per result,
     /// JSON lines for `list` and `watch`) for scripts
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text, global = true)]

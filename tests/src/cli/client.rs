@@ -9,7 +9,8 @@ use jct::v1::task_service_client::TaskServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use worker_service::intake::{LinkError, TlsFiles, client_tls};
 
 use super::args::Global;
 use super::error::CliError;
@@ -31,16 +32,21 @@ impl Connection {
             None => None,
         });
         let addr = normalize_addr(global.addr());
-        let endpoint = Endpoint::from_shared(addr.clone())
+        let mut endpoint = Endpoint::from_shared(addr.clone())
             .map_err(|_| CliError::Usage(format!("--addr {addr:?} is not a URL")))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if let Some(tls) = tls_config(&addr, global)? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| CliError::Usage(jct::tls::error_chain(&error)))?;
+        }
         let channel = endpoint
             .connect()
             .await
             .map_err(|error| CliError::Unreachable {
                 addr,
-                detail: error_chain(&error),
+                detail: jct::tls::error_chain(&error),
             })?;
         Ok(Connection { channel, bearer })
     }
@@ -52,6 +58,23 @@ impl Connection {
     pub fn operator(&self) -> Operator {
         OperatorServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
+}
+
+/// TLS for an `https://` address, read the way the worker reads its own (one
+/// reader: `worker_service::intake::client_tls`); TLS files with a plaintext
+/// address are refused, since the token was meant to travel encrypted.
+fn tls_config(addr: &str, global: &Global) -> Result<Option<ClientTlsConfig>, CliError> {
+    let files = TlsFiles {
+        ca: global.tls_ca_file.clone(),
+        cert: global.tls_cert_file.clone(),
+        key: global.tls_key_file.clone(),
+    };
+    client_tls(addr, &files).map_err(|error| match error {
+        LinkError::TlsWithoutHttps => CliError::Usage(format!(
+            "--tls-ca-file / --tls-cert-file are for an https:// intake, but --addr is {addr}"
+        )),
+        other => CliError::Usage(other.to_string()),
+    })
 }
 
 /// `host:port` means `http://host:port`.
@@ -83,21 +106,6 @@ impl Interceptor for Bearer {
 
 fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, CliError> {
     jct::bearer::authorization_from_file(path).map_err(|error| CliError::Usage(error.to_string()))
-}
-
-/// An error and its sources on one line ("transport error: tcp connect error: …").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
