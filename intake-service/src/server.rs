@@ -201,7 +201,7 @@ pub async fn serve_with_health(
         config.max_attempts,
         stopping.clone(),
         page_tokens(&config)?,
-        refusals,
+        refusals.clone(),
     );
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
 
@@ -217,7 +217,7 @@ pub async fn serve_with_health(
         .add_service(reflection_v1alpha)
         .add_service(TaskServiceServer::new(task_api).max_decoding_message_size(max_request))
         .add_service(
-            DispatchServiceServer::new(DispatchApi::new(dispatcher))
+            DispatchServiceServer::new(DispatchApi::new(dispatcher, refusals))
                 .max_decoding_message_size(max_request),
         )
         .add_service(

@@ -1,7 +1,9 @@
 //! The audit trail over real gRPC, on both backends: enqueues, status changes
 //! (with the principal and method that made them), denied calls and rejected
 //! enqueues (aggregated, with a count), read by operators only through
-//! `OperatorService/ListAuditEvents`, newest first, filtered and paged.
+//! `OperatorService/ListAuditEvents`, newest first, filtered and paged; worker
+//! attaches and detaches (with the worker id), refused takeovers of a worker
+//! id, and idempotency-key conflicts as rejected enqueues.
 
 mod support;
 
@@ -10,9 +12,12 @@ use std::time::Duration;
 use intake_service::config::IntakeConfig;
 use jct::v1 as pb;
 use jct_migrations::on_both_backends;
-use support::{TestIntake, as_caller, enqueue_request, reason};
+use support::{FakeWorker, TestIntake, as_caller, enqueue_request, reason};
 
-on_both_backends!(the_trail_records_changes_and_refusals_for_operators,);
+on_both_backends!(
+    the_trail_records_changes_and_refusals_for_operators,
+    the_trail_records_workers_takeovers_and_key_conflicts,
+);
 
 const TOKENS: &str = "\
 tok-alice,alice,submitter
@@ -200,5 +205,129 @@ async fn the_trail_records_changes_and_refusals_for_operators(url: &str) {
     .await
     .expect_err("malformed");
     assert_eq!(reason(&bad), "INVALID_PAGE_TOKEN");
+    intake.stop().await;
+}
+
+const WORKER_TOKENS: &str = "\
+tok-olga,olga,operator
+tok-walt,walt,worker
+tok-wendy,wendy,worker
+";
+
+/// Polls the trail until `found` picks what it waits for.
+async fn wait_for_events<T>(
+    intake: &TestIntake,
+    found: impl Fn(&[pb::AuditEvent]) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = events(intake, pb::ListAuditEventsRequest::default())
+            .await
+            .expect("all");
+        if let Some(value) = found(&all.events) {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn the_trail_records_workers_takeovers_and_key_conflicts(url: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, WORKER_TOKENS).expect("tokens");
+    let mut config = IntakeConfig::for_database(url);
+    config.allowed_repo_prefixes = "myorg/".into();
+    config.shutdown_grace_seconds = 5;
+    config.auth_tokens_file = Some(tokens);
+    config.audit_flush_ms = 20;
+    let intake = TestIntake::start_with(config).await;
+
+    let walt = FakeWorker::attach_as(intake.channel().await, Some("tok-walt"), "w-1", 2, vec![])
+        .await
+        .expect("walt attaches");
+    let attached = wait_for_events(&intake, |events| {
+        events
+            .iter()
+            .find(|e| e.action == "attached" && e.worker_id == "w-1")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (attached.principal.as_str(), attached.method.as_str()),
+        ("walt", "/jct.v1.DispatchService/Attach")
+    );
+    assert!(attached.at.is_some());
+
+    // another principal under walt's worker id: refused, and recorded as denied
+    let taken = FakeWorker::attach_as(intake.channel().await, Some("tok-wendy"), "w-1", 2, vec![])
+        .await
+        .err()
+        .expect("takeover refused");
+    assert_eq!(reason(&taken), "WORKER_ID_TAKEN");
+
+    drop(walt);
+    let detached = wait_for_events(&intake, |events| {
+        events
+            .iter()
+            .find(|e| e.action == "detached" && e.worker_id == "w-1")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (detached.principal.as_str(), detached.reason.as_str()),
+        ("walt", "stream_closed")
+    );
+    assert!(detached.id > attached.id);
+    let denial = wait_for_events(&intake, |events| {
+        events
+            .iter()
+            .find(|e| e.principal == "wendy" && e.action == "denied")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (denial.method.as_str(), denial.reason.as_str(), denial.count),
+        ("/jct.v1.DispatchService/Attach", "WORKER_ID_TAKEN", 1)
+    );
+
+    // an idempotency key reused for another request is a rejected enqueue
+    let mut client = intake.client.clone();
+    let mut first = enqueue_request("First use of the key");
+    first.idempotency_key = Some("k-1".into());
+    client
+        .enqueue(as_caller(first.clone(), "tok-olga"))
+        .await
+        .expect("first");
+    first.objective = "Another request, same key".into();
+    let conflict = client
+        .enqueue(as_caller(first, "tok-olga"))
+        .await
+        .expect_err("conflict");
+    assert_eq!(reason(&conflict), "IDEMPOTENCY_KEY_CONFLICT");
+    let rejection = wait_for_events(&intake, |events| {
+        events
+            .iter()
+            .find(|e| e.principal == "olga" && e.action == "rejected")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (rejection.reason.as_str(), rejection.count),
+        ("IDEMPOTENCY_KEY_CONFLICT", 1)
+    );
+
+    // filtered by principal, only walt's two events
+    let walts = events(
+        &intake,
+        pb::ListAuditEventsRequest {
+            principal: "walt".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("by principal");
+    let actions: Vec<&str> = walts.events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["detached", "attached"]);
     intake.stop().await;
 }

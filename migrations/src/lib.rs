@@ -10,6 +10,7 @@ mod m20261202_000200_task_changed_notify;
 mod m20261203_000300_submitted_by;
 mod m20261203_000400_audit_events;
 mod m20261203_000500_queued_at_index;
+mod m20261203_000600_audit_worker_id;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000300_submitted_by::Migration),
             Box::new(m20261203_000400_audit_events::Migration),
             Box::new(m20261203_000500_queued_at_index::Migration),
+            Box::new(m20261203_000600_audit_worker_id::Migration),
         ]
     }
 }

@@ -14,12 +14,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::auth::refusals::RefusalLog;
 use crate::dispatch::messages::{
     Ack, Assignment, Closing, FromWorker, Hello, LeaseRef, MAX_CAPACITY, Refusal, Report,
     ReportChange, ToWorker,
 };
 use crate::dispatch::{Dispatcher, WorkerIdTaken};
 use crate::policy::FieldViolation;
+use crate::store::audit::ATTACH_METHOD;
 
 use super::caller::caller;
 use super::convert::{task_to_pb, timestamp};
@@ -33,11 +35,16 @@ const MAX_LABEL_CHARS: usize = 128;
 
 pub struct DispatchApi {
     dispatcher: Dispatcher,
+    /// A refused takeover of another principal's worker id is a denied call.
+    refusals: RefusalLog,
 }
 
 impl DispatchApi {
-    pub fn new(dispatcher: Dispatcher) -> Self {
-        Self { dispatcher }
+    pub fn new(dispatcher: Dispatcher, refusals: RefusalLog) -> Self {
+        Self {
+            dispatcher,
+            refusals,
+        }
     }
 }
 
@@ -67,7 +74,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
                 )]));
             }
         };
-        let hello = read_hello(principal, hello).map_err(|violations| {
+        let hello = read_hello(principal.clone(), hello).map_err(|violations| {
             validation_failed(
                 violations
                     .iter()
@@ -80,6 +87,12 @@ impl pb::dispatch_service_server::DispatchService for DispatchApi {
             .filter_map(|message| std::future::ready(message.ok().and_then(read_message)));
         let outbound = self.dispatcher.attach(hello, Box::pin(messages)).map_err(
             |WorkerIdTaken| {
+                self.refusals.note(
+                    &principal,
+                    ATTACH_METHOD,
+                    "denied",
+                    reasons::WORKER_ID_TAKEN,
+                );
                 status(
                     Code::PermissionDenied,
                     reasons::WORKER_ID_TAKEN,

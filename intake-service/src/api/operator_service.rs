@@ -167,5 +167,6 @@ fn event_to_pb(event: AuditEvent) -> pb::AuditEvent {
         task_id: event.task_id.map(|id| id.to_string()).unwrap_or_default(),
         reason: event.reason.unwrap_or_default(),
         count: event.count,
+        worker_id: event.worker_id.unwrap_or_default(),
     }
 }

@@ -98,7 +98,19 @@ impl pb::task_service_server::TaskService for TaskApi {
             .store
             .enqueue(spec, self.max_attempts)
             .await
-            .map_err(errors::from_store)?;
+            .map_err(|error| {
+                let status = errors::from_store(error);
+                // a key reused for another request is a rejected enqueue too
+                if status.code() == tonic::Code::AlreadyExists {
+                    self.refusals.note(
+                        principal.name(),
+                        "/jct.v1.TaskService/Enqueue",
+                        "rejected",
+                        &errors::reason_of(&status),
+                    );
+                }
+                status
+            })?;
         Ok(Response::new(pb::EnqueueResponse {
             task_id: enqueued.task.id.to_string(),
             status: enqueued.task.status.as_str().to_string(),

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::store::audit::WorkerEvent;
 use crate::store::{Actor, Release, Released, Transition, TransitionError};
+use crate::task::now_micros;
 
 use super::Dispatcher;
 use super::messages::{
@@ -60,10 +62,12 @@ impl Dispatcher {
 
         let dispatcher = self.clone();
         tokio::spawn(async move {
+            audit(&dispatcher, &hello, "attached", None).await;
             adopt(&dispatcher, session_id, &outbox, &hello.held, replaced).await;
             dispatcher.wake_pump();
             serve(&dispatcher, session_id, &outbox, inbound).await;
-            detach(&dispatcher, session_id, &hello.worker_id).await;
+            let why = detach(&dispatcher, session_id, &hello.worker_id).await;
+            audit(&dispatcher, &hello, "detached", Some(why)).await;
         });
         Ok(receiver)
     }
@@ -155,19 +159,43 @@ where
 }
 
 /// The stream ended: unless the intake is shutting down, the worker is gone.
-async fn detach(dispatcher: &Dispatcher, session: SessionId, worker_id: &str) {
+/// Returns why, for the audit trail.
+async fn detach(dispatcher: &Dispatcher, session: SessionId, worker_id: &str) -> &'static str {
     let Some(gone) = dispatcher.registry().remove(session) else {
-        return; // replaced by a newer session of the same worker
+        return "replaced"; // by a newer session of the same worker
     };
     if dispatcher.inner.shutdown.is_cancelled() {
         info!(%worker_id, held = gone.held.len(), "worker detached at shutdown; leases kept");
-        return;
+        return "intake_shutdown";
     }
     info!(%worker_id, held = gone.held.len(), "worker detached; its tasks return to the queue");
     for (task, lease) in gone.held {
         release(dispatcher, task, lease, Release::WorkerLost).await;
     }
     dispatcher.wake_pump();
+    "stream_closed"
+}
+
+/// Writes a worker's attach or detach to the audit trail (durably, before the
+/// session goes on). A failed write is logged, not fatal: the database is then
+/// away, dispatch waits for it anyway, and ending a healthy session would not
+/// bring the trail back.
+async fn audit(
+    dispatcher: &Dispatcher,
+    hello: &Hello,
+    action: &'static str,
+    reason: Option<&'static str>,
+) {
+    let event = WorkerEvent {
+        at: now_micros(),
+        principal: hello.principal.clone(),
+        worker_id: hello.worker_id.clone(),
+        action,
+        reason,
+    };
+    if let Err(error) = dispatcher.store().record_worker_event(&event).await {
+        warn!(worker_id = %hello.worker_id, action, %error, "could not record the worker event in the audit trail");
+    }
 }
 
 async fn release(dispatcher: &Dispatcher, task: Uuid, lease: Uuid, why: Release) {

@@ -22,7 +22,25 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// How many refused calls this row stands for (1 for a change).
     pub count: i64,
+    /// The worker an `attached` / `detached` event is about.
+    pub worker_id: Option<String>,
 }
+
+/// A worker came or went on a dispatch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEvent {
+    pub at: i64,
+    /// The authenticated principal the session belongs to.
+    pub principal: String,
+    pub worker_id: String,
+    /// `attached` or `detached`.
+    pub action: &'static str,
+    /// Why a session ended (`stream_closed`, `replaced`, `intake_shutdown`).
+    pub reason: Option<&'static str>,
+}
+
+/// The method worker events are recorded under.
+pub const ATTACH_METHOD: &str = "/jct.v1.DispatchService/Attach";
 
 /// Refused calls of one principal, method and reason, counted over a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +94,33 @@ impl Store {
         Ok(())
     }
 
+    /// Records a worker's attach or detach; durable when this returns.
+    pub async fn record_worker_event(&self, event: &WorkerEvent) -> Result<(), StoreError> {
+        let mut insert = Query::insert();
+        insert
+            .into_table(name("audit_events"))
+            .columns([
+                name("at"),
+                name("principal"),
+                name("method"),
+                name("action"),
+                name("reason"),
+                name("count"),
+                name("worker_id"),
+            ])
+            .values_panic([
+                event.at.into(),
+                event.principal.clone().into(),
+                ATTACH_METHOD.into(),
+                event.action.into(),
+                event.reason.map(str::to_string).into(),
+                1i64.into(),
+                event.worker_id.clone().into(),
+            ]);
+        self.writer.execute(&insert).await?;
+        Ok(())
+    }
+
     /// Newest first, strictly older than `before`.
     pub async fn audit_events(
         &self,
@@ -94,6 +139,7 @@ impl Store {
                 name("task_id"),
                 name("reason"),
                 name("count"),
+                name("worker_id"),
             ])
             .from(name("audit_events"))
             .order_by(name("id"), Order::Desc)
