@@ -87,6 +87,35 @@ def check_container(where, c, init):
                 problem(where, f"{probe} must be a native gRPC probe")
 
 
+# Where each component reads its bearer tokens: always a file from a Secret.
+TOKEN_FILE_VARIABLE = {"intake": "JCT_AUTH_TOKENS_FILE", "worker": "JCT_WORKER_TOKEN_FILE"}
+
+
+def check_token_file(where, component, env, container, pod, secrets):
+    """Authentication on, from a Secret the overlay generates; never JCT_INSECURE."""
+    if component == "intake" and str(env.get("JCT_INSECURE", "false")).lower() == "true":
+        problem(where, "JCT_INSECURE=true: mount a tokens file instead (JCT_AUTH_TOKENS_FILE)")
+    variable = TOKEN_FILE_VARIABLE.get(component)
+    if variable is None:
+        return
+    path = env.get(variable)
+    if not path:
+        problem(where, f"{variable} must name a file mounted from a Secret")
+        return
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            secret = (volumes.get(mount["name"], {}).get("secret") or {}).get("secretName")
+            if secret is None:
+                problem(where, f"{variable} {path} is not on a Secret volume")
+            elif secret not in secrets:
+                problem(where, f"{variable} comes from Secret {secret!r} that the overlay does not generate")
+            if mount.get("readOnly") is not True:
+                problem(where, f"the {variable} mount must be readOnly")
+            return
+    problem(where, f"{variable} {path} is not on any mounted volume")
+
+
 def check_overlay(path, objects):
     name = path.stem
     by_kind = {}
@@ -154,6 +183,7 @@ def check_overlay(path, objects):
                 grace_needed = max(grace_needed, int(grace) + int(sleep))
                 if component == "intake" and not sleep:
                     problem(cwhere, "the intake needs a preStop sleep so no request is cut")
+                check_token_file(cwhere, component, env, c, pod, secrets)
                 if component == "worker" and env.get("JCT_NETWORK_ISOLATION") != "off":
                     problem(cwhere, "JCT_NETWORK_ISOLATION must be off: the pod has no CAP_SYS_ADMIN")
                 if component == "intake":
