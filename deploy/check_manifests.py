@@ -116,6 +116,39 @@ def check_token_file(where, component, env, container, pod, secrets):
     problem(where, f"{variable} {path} is not on any mounted volume")
 
 
+TLS_FILES = {
+    "intake": ("JCT_TLS_CERT_FILE", "JCT_TLS_KEY_FILE", "JCT_TLS_CLIENT_CA_FILE"),
+    "worker": ("JCT_TLS_CA_FILE", "JCT_TLS_CERT_FILE", "JCT_TLS_KEY_FILE"),
+}
+
+
+def check_tls(where, component, env, container, pod, certificates):
+    """TLS files come from a cert-manager Secret; a TLS intake is probed on its
+    plaintext health listener (kubelet gRPC probes cannot speak TLS)."""
+    names = [v for v in TLS_FILES.get(component, ()) if env.get(v)]
+    if not names:
+        return
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for variable in names:
+        path = env[variable]
+        mount = next((m for m in container.get("volumeMounts") or []
+                      if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        secret = ((volumes.get(mount["name"], {}) if mount else {}).get("secret") or {}).get("secretName")
+        if secret is None or secret not in certificates:
+            problem(where, f"{variable} {path} must come from a Secret a Certificate in the overlay writes")
+        elif mount.get("readOnly") is not True:
+            problem(where, f"the {variable} mount must be readOnly")
+    if component == "worker" and not str(env.get("JCT_INTAKE_URL", "")).startswith("https://"):
+        problem(where, "TLS files need JCT_INTAKE_URL=https://...")
+    if component == "intake" and env.get("JCT_TLS_CERT_FILE"):
+        health = str(env.get("JCT_HEALTH_ADDR") or "")
+        port = health.rsplit(":", 1)[-1] if health else None
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            grpc = (container.get(probe) or {}).get("grpc") or {}
+            if str(grpc.get("port")) != port:
+                problem(where, f"{probe} must use the plaintext health port of JCT_HEALTH_ADDR under TLS")
+
+
 def check_overlay(path, objects):
     name = path.stem
     by_kind = {}
@@ -132,6 +165,13 @@ def check_overlay(path, objects):
 
     configmaps = {o["metadata"]["name"]: o.get("data") or {} for o in by_kind.get("ConfigMap", [])}
     secrets = {o["metadata"]["name"] for o in by_kind.get("Secret", [])}
+    certificates = {o["spec"].get("secretName"): o for o in by_kind.get("Certificate", [])}
+    for cert in by_kind.get("Certificate", []):
+        cwhere = f"{name}: Certificate/{cert['metadata']['name']}"
+        if not (cert["spec"].get("issuerRef") or {}).get("name"):
+            problem(cwhere, "needs an issuerRef")
+        if (cert["spec"].get("privateKey") or {}).get("rotationPolicy") != "Always":
+            problem(cwhere, "privateKey.rotationPolicy must be Always (a new key at each renewal)")
     accounts = {o["metadata"]["name"]: o for o in by_kind.get("ServiceAccount", [])}
     pvcs = {o["metadata"]["name"]: o for o in by_kind.get("PersistentVolumeClaim", [])}
     policies = by_kind.get("NetworkPolicy", [])
@@ -184,6 +224,7 @@ def check_overlay(path, objects):
                 if component == "intake" and not sleep:
                     problem(cwhere, "the intake needs a preStop sleep so no request is cut")
                 check_token_file(cwhere, component, env, c, pod, secrets)
+                check_tls(cwhere, component, env, c, pod, certificates)
                 if component == "worker" and env.get("JCT_NETWORK_ISOLATION") != "off":
                     problem(cwhere, "JCT_NETWORK_ISOLATION must be off: the pod has no CAP_SYS_ADMIN")
                 if component == "intake":
