@@ -853,6 +853,133 @@ fn rand_millis(below: u64) -> u64 {
     (uuid::Uuid::new_v4().as_u128() % u128::from(below)) as u64
 }
 
+const UNPRIVILEGED_ENV: &str = "JCT_ESCAPE_HELPER_UNPRIVILEGED";
+const UNPRIVILEGED_UID: u32 = 65534;
+
+/// Not a test on its own: the worker side of
+/// `the_sandbox_holds_for_an_unprivileged_worker`, run by it as uid 65534. It
+/// runs the executor as the worker does and prints its report as JSON.
+#[test]
+fn helper_unprivileged_worker() {
+    if std::env::var_os(UNPRIVILEGED_ENV).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir_in("/tmp").expect("scratch");
+        let mut config = WorkerConfig::defaults();
+        config.executor = ExecutorKind::Command;
+        config.executor_command = Some(shell_words::join([
+            "sh",
+            "-c",
+            "echo started; echo uid=$(id -u); grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+             echo x > /etc/jct-unprivileged 2>/dev/null && echo WROTE-ETC; \
+             nsenter --net=/proc/1/ns/net true 2>/dev/null && echo ESCAPED; \
+             ls /proc | grep -cE '^[0-9]+$'",
+        ]));
+        let command = config.command_config().expect("command config");
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir(&workspace).expect("ws");
+        let stdout = dir.path().join("stdout.log");
+        let run = worker_service::executor::CommandRun {
+            task_json: b"{}".to_vec(),
+            task_env: vec![],
+            workspace,
+            stdout: std::fs::File::create(&stdout).expect("stdout"),
+            stderr: std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"),
+            time_budget: Duration::from_secs(60),
+            allow_network: false,
+            allow_secrets: false,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        };
+        let report = worker_service::executor::command::run(&command, run).await;
+        let out = serde_json::json!({
+            "report": report,
+            "stdout": read_lossy(&stdout),
+        });
+        println!("UNPRIVILEGED-REPORT {out}");
+    });
+}
+
+/// The sandbox where the worker is not root (as an operator runs it on a host
+/// with unprivileged user namespaces): the worker, as uid 65534, runs a program
+/// that tries to keep capabilities, write the host's /etc, re-enter the host's
+/// network namespace and see the host's processes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_holds_for_an_unprivileged_worker() {
+    let uid = UNPRIVILEGED_UID.to_string();
+    let as_nobody = |program: &str| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "--",
+            program,
+        ]);
+        cmd
+    };
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: the test must start as root to become uid {uid}");
+        return;
+    }
+    let userns = as_nobody("unshare").args(["-U", "-r", "true"]).output();
+    if !userns.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "skipped: this kernel does not let uid {uid} create a user namespace \
+             (unprivileged user namespaces are off), or setpriv is missing"
+        );
+        return;
+    }
+    let binary = std::env::current_exe().expect("test binary");
+    let output = as_nobody(binary.to_str().expect("utf-8 path"))
+        .args(["--exact", "helper_unprivileged_worker", "--nocapture"])
+        .env(UNPRIVILEGED_ENV, "1")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .expect("helper runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("UNPRIVILEGED-REPORT "))
+    else {
+        panic!(
+            "the unprivileged worker printed no report (is the test binary readable by \
+             uid {uid}?): {printed} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let out: Json = serde_json::from_str(line).expect("report json");
+    let stdout = out["stdout"].as_str().unwrap_or_default();
+    let report = &out["report"];
+    assert_eq!(report["end"]["kind"], "exited", "{out}");
+    assert_eq!(report["end"]["code"], 0, "{out}");
+    assert_eq!(report["sandbox"]["mode"], "bubblewrap", "{out}");
+    assert!(
+        report["sandbox"]["user"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("uid {uid};"))),
+        "{out}"
+    );
+    assert!(stdout.contains("started\n"), "{out}");
+    assert!(stdout.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        !stdout.contains("WROTE-ETC") && !stdout.contains("ESCAPED"),
+        "{out}"
+    );
+    // its own pid namespace: the gate's sh, the program's sh, grep, ls and init
+    let visible: usize = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(visible <= 6, "sees {visible} processes: {out}");
+}
+
 // ---------------------------------------------------------------------------------
 // Bounded processes, memory and output
 

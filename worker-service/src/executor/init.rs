@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 /// What the worker writes to open the gate, before the task's JSON.
 pub const GATE_LINE: &[u8] = b"jct-go\n";
@@ -35,7 +34,7 @@ pub const GATE_CLOSED_EXIT: i32 = 125;
 
 /// How long the sandbox's set-up may take before the init must have armed.
 const ARM_PATIENCE: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(1);
+const POLL: Duration = Duration::from_micros(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Init {
@@ -99,30 +98,43 @@ async fn follow(info: OwnedFd, tx: watch::Sender<Option<Init>>) {
         return;
     };
     tx.send_replace(Some(Init { pid, armed: false }));
-    let deadline = Instant::now() + ARM_PATIENCE;
+    // polled from a blocking thread: tokio's timer would round every poll up to
+    // a millisecond, which the start-up of every task would pay
+    let armed = tokio::task::spawn_blocking(move || wait_armed(pid))
+        .await
+        .unwrap_or(false);
+    if !armed {
+        return;
+    }
+    tx.send_replace(Some(Init { pid, armed: true }));
+}
+
+/// Polls until the init is past arming (or cannot be seen, which opens the
+/// gate too); false if it is gone or did not get there in time.
+fn wait_armed(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + ARM_PATIENCE;
     loop {
         match probe(pid) {
-            Probe::Waiting => break,
+            Probe::Waiting => return true,
             Probe::Unknown => {
                 tracing::debug!(
                     pid,
                     "cannot see whether the sandbox's init armed; opening the gate"
                 );
-                break;
+                return true;
             }
             // bubblewrap failed before the program: nothing to open
-            Probe::Gone => return,
-            Probe::Busy if Instant::now() >= deadline => {
+            Probe::Gone => return false,
+            Probe::Busy if std::time::Instant::now() >= deadline => {
                 tracing::warn!(
                     pid,
                     "the sandbox's init did not arm in time; the program is not run"
                 );
-                return;
+                return false;
             }
-            Probe::Busy => tokio::time::sleep(POLL).await,
+            Probe::Busy => std::thread::sleep(POLL),
         }
     }
-    tx.send_replace(Some(Init { pid, armed: true }));
 }
 
 async fn read_pid(info: OwnedFd) -> Option<i32> {
