@@ -4,6 +4,7 @@
 //!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
 //!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
 //!   jct-bench sandbox  [--runs 300]
+//!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
 //!
 //! Every figure is printed next to a baseline measured in the same run: the no-op
 //! unary RPC (grpc.health.v1 Check on the same server) for the intake.
@@ -64,6 +65,17 @@ enum Mode {
         #[arg(long, default_value_t = 300)]
         latency_tasks: usize,
     },
+    /// Enqueue without authentication, with token authentication, and with tokens
+    /// over mutual TLS, in rounds (each round runs the three in turn, each against
+    /// an intake of its own with a fresh database; audit writes are on in all).
+    Identity {
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Start-to-exit of /bin/true through the sandboxed `command` executor, beside a
     /// plain spawn and a bare `bwrap --unshare-all … true` in the same run.
     Sandbox {
@@ -88,6 +100,11 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
         Mode::Sandbox { runs } => bench_sandbox(runs).await,
+        Mode::Identity {
+            concurrency,
+            seconds,
+            rounds,
+        } => bench_identity(&bin_dir, &cli.backend, concurrency, seconds, rounds).await,
         Mode::Dispatch {
             tasks,
             workers,
@@ -177,10 +194,28 @@ async fn database_url(backend: &str, dir: &Path) -> anyhow::Result<String> {
 }
 
 async fn start_intake(bin_dir: &Path, backend: &str) -> anyhow::Result<(Service, String)> {
+    start_intake_with(bin_dir, backend, &[], None).await
+}
+
+/// An intake with extra settings; `health_port`, when given, is its plaintext
+/// health listener (JCT_HEALTH_ADDR), which readiness is checked on (for TLS).
+async fn start_intake_with(
+    bin_dir: &Path,
+    backend: &str,
+    extra_env: &[(&str, String)],
+    health_port: Option<u16>,
+) -> anyhow::Result<(Service, String)> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let url = database_url(backend, dir.path()).await?;
-    let child = Command::new(bin_dir.join("intake-service"))
+    let mut command = Command::new(bin_dir.join("intake-service"));
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    if let Some(health_port) = health_port {
+        command.env("JCT_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+    }
+    let child = command
         .env("DATABASE_URL", &url)
         .env("JCT_INTAKE_ADDR", format!("127.0.0.1:{port}"))
         .env("JCT_ALLOWED_REPO_PREFIXES", "bench/")
@@ -192,7 +227,10 @@ async fn start_intake(bin_dir: &Path, backend: &str) -> anyhow::Result<(Service,
         .context("start intake-service (build it: cargo build --release --bins)")?;
     let pid = child.id().context("intake pid")?;
     let address = format!("http://127.0.0.1:{port}");
-    wait_healthy(&address).await?;
+    match health_port {
+        Some(health_port) => wait_healthy(&format!("http://127.0.0.1:{health_port}")).await?,
+        None => wait_healthy(&address).await?,
+    }
     Ok((
         Service {
             child,
@@ -309,12 +347,19 @@ async fn closed_loop(
     concurrency: usize,
     duration: Duration,
     ids: Arc<Vec<String>>,
+    token: Option<&str>,
 ) -> anyhow::Result<Measured> {
+    let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match token
+    {
+        Some(token) => Some(format!("Bearer {token}").parse()?),
+        None => None,
+    };
     let deadline = Instant::now() + duration;
     let mut callers = Vec::new();
     for caller in 0..concurrency {
         let channel = channels[caller % channels.len()].clone();
         let ids = ids.clone();
+        let authorization = authorization.clone();
         callers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new(3).expect("histogram");
             let mut errors = 0u64;
@@ -330,10 +375,16 @@ async fn closed_loop(
                         })
                         .await
                         .is_ok(),
-                    Call::Enqueue => tasks.enqueue(enqueue_request(n)).await.is_ok(),
+                    Call::Enqueue => tasks
+                        .enqueue(with_token(enqueue_request(n), &authorization))
+                        .await
+                        .is_ok(),
                     Call::GetTask => {
                         let task_id = ids[n % ids.len()].clone();
-                        tasks.get_task(pb::GetTaskRequest { task_id }).await.is_ok()
+                        tasks
+                            .get_task(with_token(pb::GetTaskRequest { task_id }, &authorization))
+                            .await
+                            .is_ok()
                     }
                 };
                 let _ = histogram.record(started.elapsed().as_micros() as u64);
@@ -358,6 +409,20 @@ async fn closed_loop(
         p99_us: total.value_at_quantile(0.99),
         errors,
     })
+}
+
+/// `message` with the bearer token, if there is one.
+fn with_token<T>(
+    message: T,
+    authorization: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+    }
+    request
 }
 
 async fn bench_intake(
@@ -395,12 +460,20 @@ async fn bench_intake(
         "call", "conc", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors"
     );
     for &concurrency in concurrencies {
-        let noop = closed_loop(&channels, Call::Noop, concurrency, duration, ids.clone()).await?;
+        let noop = closed_loop(
+            &channels,
+            Call::Noop,
+            concurrency,
+            duration,
+            ids.clone(),
+            None,
+        )
+        .await?;
         for call in [Call::Noop, Call::Enqueue, Call::GetTask] {
             let measured = if call == Call::Noop {
                 noop
             } else {
-                closed_loop(&channels, call, concurrency, duration, ids.clone()).await?
+                closed_loop(&channels, call, concurrency, duration, ids.clone(), None).await?
             };
             println!(
                 "{:<8} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>7.1}% {:>7}",
@@ -422,6 +495,142 @@ async fn bench_intake(
     );
     intake.stop().await;
     Ok(())
+}
+
+// === identity: the cost of authentication and TLS ===
+
+const BENCH_TOKEN: &str = "bench-operator-token";
+
+/// The three ways of calling: no authentication, a token, a token over mTLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    Open,
+    Token,
+    TokenMtls,
+}
+
+async fn bench_identity(
+    bin_dir: &Path,
+    backend: &str,
+    concurrency: usize,
+    seconds: u64,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let pki_dir = tempfile::tempdir()?;
+    let ca = jct::test_pki::TestCa::new("jct bench CA")?;
+    let ca_file = ca.write_cert(pki_dir.path(), "ca")?;
+    let server = ca.write_issued(pki_dir.path(), "intake", &["127.0.0.1"])?;
+    let (client_cert, client_key) = ca.issue(&["bench-client"])?;
+    let tokens = pki_dir.path().join("tokens.csv");
+    // hashed, as an operator's file would be
+    std::fs::write(
+        &tokens,
+        format!("sha256:{},bench,operator\n", sha256_hex(BENCH_TOKEN)),
+    )?;
+    let duration = Duration::from_secs(seconds);
+    println!(
+        "backend={backend} concurrency={concurrency} duration={seconds}s rounds={rounds} (Enqueue; audit rows written by trigger in every mode)"
+    );
+    println!(
+        "{:<6} {:<10} {:>10} {:>9} {:>9} {:>8} {:>7}",
+        "round", "mode", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors"
+    );
+    let mut totals = [0f64; 3];
+    for round in 1..=rounds {
+        let mut open_rate = 0.0;
+        for (index, guard) in [Guard::Open, Guard::Token, Guard::TokenMtls]
+            .into_iter()
+            .enumerate()
+        {
+            let mut env: Vec<(&str, String)> = Vec::new();
+            let mut health_port = None;
+            if guard != Guard::Open {
+                env.push(("JCT_AUTH_TOKENS_FILE", tokens.display().to_string()));
+            }
+            if guard == Guard::TokenMtls {
+                env.push(("JCT_TLS_CERT_FILE", server.cert.display().to_string()));
+                env.push(("JCT_TLS_KEY_FILE", server.key.display().to_string()));
+                env.push(("JCT_TLS_CLIENT_CA_FILE", ca_file.display().to_string()));
+                health_port = Some(free_port()?);
+            }
+            let (intake, address) = start_intake_with(bin_dir, backend, &env, health_port).await?;
+            let channels = match guard {
+                Guard::TokenMtls => {
+                    let tls = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+                        .identity(tonic::transport::Identity::from_pem(
+                            &client_cert,
+                            &client_key,
+                        ));
+                    let address = address.replacen("http://", "https://", 1);
+                    let mut channels = Vec::new();
+                    for _ in 0..4 {
+                        channels.push(
+                            Channel::from_shared(address.clone())?
+                                .tls_config(tls.clone())?
+                                .tcp_nodelay(true)
+                                .connect()
+                                .await?,
+                        );
+                    }
+                    channels
+                }
+                _ => channels(&address, 4).await?,
+            };
+            let token = (guard != Guard::Open).then_some(BENCH_TOKEN);
+            // warm-up: connections, the first transactions
+            closed_loop(
+                &channels,
+                Call::Enqueue,
+                concurrency,
+                Duration::from_secs(1),
+                Arc::new(vec![String::new()]),
+                token,
+            )
+            .await?;
+            let measured = closed_loop(
+                &channels,
+                Call::Enqueue,
+                concurrency,
+                duration,
+                Arc::new(vec![String::new()]),
+                token,
+            )
+            .await?;
+            if guard == Guard::Open {
+                open_rate = measured.per_second;
+            }
+            totals[index] += measured.per_second;
+            println!(
+                "{:<6} {:<10} {:>10.0} {:>9.3} {:>9.3} {:>7.1}% {:>7}",
+                round,
+                format!("{guard:?}"),
+                measured.per_second,
+                measured.p50_us as f64 / 1000.0,
+                measured.p99_us as f64 / 1000.0,
+                100.0 * measured.per_second / open_rate,
+                measured.errors
+            );
+            intake.stop().await;
+        }
+    }
+    println!(
+        "mean over {rounds} rounds: open {:.0} req/s, token {:.0} req/s ({:.1} %), token+mTLS {:.0} req/s ({:.1} %)",
+        totals[0] / rounds as f64,
+        totals[1] / rounds as f64,
+        100.0 * totals[1] / totals[0],
+        totals[2] / rounds as f64,
+        100.0 * totals[2] / totals[0],
+    );
+    Ok(())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 // === dispatch ===
