@@ -113,6 +113,18 @@ pub struct IntakeConfig {
           value_parser = clap::value_parser!(u32).range(1..=512))]
     pub db_max_connections: u32,
 
+    /// Memory the task cache (GetTask's) may hold, in bytes, estimated from each
+    /// task's parsed inputs, metadata and result. 0 turns the cache off.
+    #[arg(long, env = "JCT_TASK_CACHE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub task_cache_bytes: u64,
+
+    /// Largest ListTasks response, in bytes: a page ends before page_size tasks
+    /// rather than grow past it (its next_page_token continues after the last task
+    /// returned). At most 4 MiB, the gRPC clients' default receive limit.
+    #[arg(long, env = "JCT_LIST_MAX_RESPONSE_BYTES", default_value_t = 512 * 1024,
+          value_parser = clap::value_parser!(u32).range(16 * 1024..=(4 * 1024 * 1024)))]
+    pub list_max_response_bytes: u32,
+
     /// The callers: one `TOKEN,PRINCIPAL,ROLE[,ROLE…]` per line (`TOKEN` may be
     /// `sha256:<hex>` of the token). SIGHUP re-reads it. Unset: no
     /// authentication, every caller is `anonymous` with every role, and the intake
@@ -171,6 +183,7 @@ impl IntakeConfig {
             max_connections: self.db_max_connections,
             sqlite_synchronous: self.sqlite_synchronous,
             migrate: self.migrate_on_start,
+            cache_bytes: self.task_cache_bytes,
             ..StoreOptions::new(&self.database_url)
         }
     }

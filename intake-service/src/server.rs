@@ -202,7 +202,8 @@ pub async fn serve_with_health(
         stopping.clone(),
         page_tokens(&config)?,
         refusals.clone(),
-    );
+    )
+    .with_list_max_bytes(config.list_max_response_bytes as usize);
     let operator_api = OperatorApi::new(store.clone(), dispatcher.clone());
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

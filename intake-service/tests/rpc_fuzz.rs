@@ -543,18 +543,28 @@ fn hostile_call() -> impl Strategy<Value = Call> {
     prop_oneof![
         6 => hostile_enqueue().prop_map(|request| Call::Enqueue(Box::new(request))),
         1 => hostile().prop_map(|task_id| Call::Get(pb::GetTaskRequest { task_id })),
-        2 => (maybe(), maybe(), maybe(), maybe(), any::<i32>(), hostile()).prop_map(
-            |(status, operation, requester_kind, target_repo, page_size, page_token)| {
-                Call::List(pb::ListTasksRequest {
-                    status,
-                    operation,
-                    requester_kind,
-                    target_repo,
-                    page_size,
-                    page_token,
-                })
-            }
-        ),
+        2 => (
+            maybe(),
+            maybe(),
+            maybe(),
+            maybe(),
+            any::<i32>(),
+            hostile(),
+            prop_oneof![Just(0), Just(1), Just(2), any::<i32>()],
+        )
+            .prop_map(
+                |(status, operation, requester_kind, target_repo, page_size, page_token, view)| {
+                    Call::List(pb::ListTasksRequest {
+                        status,
+                        operation,
+                        requester_kind,
+                        target_repo,
+                        page_size,
+                        page_token,
+                        view,
+                    })
+                }
+            ),
         2 => hostile_report().prop_map(|report| {
             #[allow(deprecated)]
             Call::Update(pb::UpdateStatusRequest {

@@ -5,6 +5,7 @@ pub mod caller;
 pub mod convert;
 pub mod dispatch_service;
 pub mod errors;
+pub mod list_page;
 pub mod operator_service;
 pub mod page_token;
 pub mod status_change;

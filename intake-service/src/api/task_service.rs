@@ -20,6 +20,7 @@ use crate::task::Status as TaskStatus;
 use super::caller::{caller, may_cancel, may_see, shown_to};
 use super::convert::{draft_from_request, spec_to_pb};
 use super::errors::{self, validation_failed};
+use super::list_page;
 use super::page_token::{PageTokenError, PageTokens};
 use super::status_change::{StatusFields, read_transition};
 
@@ -35,6 +36,8 @@ pub struct TaskApi {
     stopping: CancellationToken,
     page_tokens: PageTokens,
     refusals: RefusalLog,
+    /// Bound of a ListTasks response, in bytes.
+    list_max_bytes: usize,
 }
 
 impl TaskApi {
@@ -53,7 +56,14 @@ impl TaskApi {
             stopping,
             page_tokens,
             refusals,
+            list_max_bytes: list_page::DEFAULT_MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Bounds ListTasks responses to `bytes` (at most 4 MiB).
+    pub fn with_list_max_bytes(mut self, bytes: usize) -> Self {
+        self.list_max_bytes = bytes.min(list_page::MAX_RESPONSE_BYTES);
+        self
     }
 }
 
@@ -206,22 +216,21 @@ impl pb::task_service_server::TaskService for TaskApi {
                     })?,
             )
         };
-        let mut tasks = self
+        let view = list_page::view_of(request.view)?;
+        let page = self
             .store
-            .list(&filter, before, page_size + 1)
+            .list(&filter, before, page_size, view, self.list_max_bytes as u64)
             .await
             .map_err(errors::from_store)?;
-        let has_more = tasks.len() as u64 > page_size;
-        tasks.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-        let next_page_token = match (has_more, tasks.last()) {
-            (true, Some(last)) => self.page_tokens.encode(last.id, principal.name(), &filter),
-            _ => String::new(),
-        };
+        let shown = list_page::fit(page, view, self.list_max_bytes, |task| {
+            shown_to(&principal, task)
+        });
+        let next_page_token = shown
+            .continue_after
+            .map(|last| self.page_tokens.encode(last, principal.name(), &filter))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks
-                .iter()
-                .map(|task| shown_to(&principal, task))
-                .collect(),
+            tasks: shown.tasks,
             next_page_token,
         }))
     }

@@ -55,6 +55,8 @@ pub struct StoreOptions {
     pub migrate: bool,
     /// Most requests grouped into one write transaction.
     pub max_batch: usize,
+    /// Bound of the task cache, in estimated bytes of memory (0 caches nothing).
+    pub cache_bytes: u64,
 }
 
 impl StoreOptions {
@@ -65,6 +67,7 @@ impl StoreOptions {
             sqlite_synchronous: SqliteSynchronous::Normal,
             migrate: true,
             max_batch: 256,
+            cache_bytes: super::cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Store {
         let events = StoreEvents::new();
         // SQLite: the lock file makes this process the only writer, so the cache
         // may hold tasks that can still change
-        let cache = TaskCache::new(backend == Backend::Sqlite);
+        let cache = TaskCache::new(backend == Backend::Sqlite, options.cache_bytes);
         let watchers = Watchers::default();
         let group_commits =
             backend == Backend::Postgres || options.sqlite_synchronous == SqliteSynchronous::Full;

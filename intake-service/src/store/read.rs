@@ -1,4 +1,5 @@
-//! Reads: one task, a filtered page of tasks, counts by status, the oldest queued.
+//! Reads: one task, counts by status, the oldest queued (pages of tasks:
+//! [`super::list`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,42 +42,6 @@ impl Store {
             }
             None => Ok(None),
         }
-    }
-
-    /// Newest first (ids are time-ordered UUIDv7), strictly older than `before`:
-    /// a keyset page, so inserts while paging shift nothing.
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        before: Option<Uuid>,
-        limit: u64,
-    ) -> Result<Vec<Task>, StoreError> {
-        let mut query = Entity::find();
-        let filters = [
-            (Column::SubmittedBy, &filter.submitted_by),
-            (Column::Status, &filter.status),
-            (Column::Operation, &filter.operation),
-            (Column::RequestedByKind, &filter.requester_kind),
-            (Column::TargetRepo, &filter.target_repo),
-        ];
-        for (column, value) in filters {
-            if let Some(value) = value {
-                query = query.filter(Expr::col(column).eq(value.as_str()));
-            }
-        }
-        if let Some(before) = before {
-            query = query.filter(Expr::col(Column::Id).lt(before));
-        }
-        let models = query
-            .order_by_desc(Column::Id)
-            .limit(limit)
-            .all(&self.reader)
-            .await?;
-        let mut tasks = Vec::with_capacity(models.len());
-        for model in models {
-            tasks.push(model.into_task()?);
-        }
-        Ok(tasks)
     }
 
     pub async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
