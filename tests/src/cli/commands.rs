@@ -223,6 +223,7 @@ pub async fn list(connection: &Connection, out: &Out, args: ListArgs) -> Result<
                 target_repo: args.repo.clone(),
                 page_size: i32::try_from(size).unwrap_or(500),
                 page_token: page_token.clone(),
+                ..Default::default()
             })
             .await
             .map_err(CliError::rpc("list"))?
