@@ -10,7 +10,9 @@
 #      (a CRD), which check_manifests.py checks;
 #   4. check_manifests.py checks the project rules (hardening, probes,
 #      shutdown timing, single writer, NetworkPolicies, image names);
-#   5. dclint checks deploy/compose.yaml against the Compose specification.
+#   5. dclint checks deploy/compose.yaml against the Compose specification;
+#   6. check_dashboard.py checks the Grafana dashboard (valid JSON; every expr
+#      names metrics the code registers, and every metric is on it).
 #
 # Usage: bash deploy/check.sh   (any working directory; safe to re-run)
 # Needs python3 (with venv), node/npm and kubectl (kustomize v5). The pinned
@@ -144,6 +146,10 @@ run "dclint compose.yaml" \
     "$DCLINT_DIR/node_modules/.bin/dclint" "$DEPLOY_DIR/compose.yaml" --max-warnings 0 \
     --disable-rule service-keys-order --disable-rule services-alphabetical-order \
     --disable-rule top-level-properties-order --disable-rule no-build-and-image
+
+# --- 6. Grafana dashboard ------------------------------------------------
+run "grafana dashboard (check_dashboard.py)" \
+    python3 "$DEPLOY_DIR/check_dashboard.py" "$DEPLOY_DIR/.."
 
 # --- summary --------------------------------------------------------------
 total=$((${#passed[@]} + ${#failed[@]}))

@@ -20,6 +20,8 @@ pub mod v1 {
 
 pub mod bearer;
 pub mod codec;
+#[cfg(feature = "telemetry")]
+pub mod metrics_endpoint;
 pub mod names;
 pub mod reasons;
 pub mod structs;

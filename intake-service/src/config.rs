@@ -164,6 +164,11 @@ pub struct IntakeConfig {
     #[arg(long, env = "JCT_HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
 
+    /// Where to serve Prometheus metrics at `/metrics` (e.g. `0.0.0.0:9464`).
+    /// Unset: no metrics listener.
+    #[arg(long, env = "JCT_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Allow serving a non-loopback address without JCT_AUTH_TOKENS_FILE.
     #[arg(long, env = "JCT_INSECURE", default_value_t = false, action = ArgAction::Set)]
     pub insecure: bool,

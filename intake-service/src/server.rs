@@ -26,6 +26,7 @@ use crate::auth::{Authenticator, TokensFileError};
 use crate::config::IntakeConfig;
 use crate::dispatch::Dispatcher;
 use crate::policy::PolicyConfig;
+use crate::rpc_metrics::RpcMetricsLayer;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, TlsConfigError};
 
@@ -61,6 +62,8 @@ pub enum ServeError {
     Tls(#[from] TlsConfigError),
     #[error("cannot listen for health probes on {0} (JCT_HEALTH_ADDR): {1}")]
     HealthListener(std::net::SocketAddr, std::io::Error),
+    #[error("JCT_METRICS_ADDR {0}: {1}")]
+    Metrics(String, std::io::Error),
 }
 
 fn page_tokens(config: &IntakeConfig) -> Result<PageTokens, ServeError> {
@@ -163,6 +166,15 @@ pub async fn serve_with_health(
     let dispatcher = Dispatcher::new(store.clone(), config.dispatch_config(), stopping.clone());
     dispatcher.spawn(&mut background);
 
+    if let Some(addr) = &config.metrics_addr {
+        background.spawn(serve_metrics(
+            addr,
+            store.clone(),
+            dispatcher.clone(),
+            stopping.clone(),
+        )?);
+    }
+
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving, true).await;
     background.spawn(watch_database(
@@ -212,6 +224,8 @@ pub async fn serve_with_health(
         // detects workers that vanished without closing their stream
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        // outside authentication: refused calls are counted too
+        .layer(RpcMetricsLayer)
         .layer(AuthLayer::new(auth, denials))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -250,6 +264,42 @@ pub async fn serve_with_health(
     store.close().await;
     info!("intake stopped");
     Ok(())
+}
+
+/// Binds `JCT_METRICS_ADDR` now (a bad address stops the start) and returns the
+/// server of `/metrics`, which sets the queue and worker gauges at each scrape.
+fn serve_metrics(
+    addr: &str,
+    store: Store,
+    dispatcher: Dispatcher,
+    stopping: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send + 'static, ServeError> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .map_err(|error| ServeError::Metrics(addr.to_string(), error))?;
+    let refresh: jct::metrics_endpoint::Refresh = std::sync::Arc::new(move || {
+        let (store, dispatcher) = (store.clone(), dispatcher.clone());
+        Box::pin(async move { crate::metrics::refresh(&store, &dispatcher).await })
+    });
+    Ok(async move {
+        let local = listener.local_addr().ok();
+        let served = match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                info!(addr = ?local, "serving metrics at /metrics");
+                jct::metrics_endpoint::serve(listener, refresh, async move {
+                    stopping.cancelled().await
+                })
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = served {
+            warn!(%error, "the metrics endpoint stopped");
+        }
+    })
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {

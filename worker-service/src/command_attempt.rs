@@ -140,6 +140,7 @@ struct Steps {
 impl Steps {
     fn note(&mut self, kind: &str, fields: Json) {
         if let Err(error) = self.trace.event(kind, fields) {
+            crate::metrics::trace_write_failed();
             self.unwritten.push(format!("event {kind}: {error}"));
         }
     }
@@ -201,6 +202,7 @@ impl Steps {
         let (stdout, stderr) = match files {
             Ok(files) => files,
             Err(error) => {
+                crate::metrics::trace_write_failed();
                 self.note("trace_write_failed", json!({ "error": error.to_string() }));
                 return Err(Outcome::Failed {
                     code: task_error::EXECUTOR_ERROR.into(),

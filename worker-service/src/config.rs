@@ -163,6 +163,11 @@ pub struct WorkerConfig {
     )]
     pub health_addr: String,
 
+    /// Where to serve Prometheus metrics at `/metrics` (e.g. `0.0.0.0:9465`).
+    /// Unset: no metrics listener.
+    #[arg(long, env = "JCT_WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Log format: `text` or `json`. The filter is `RUST_LOG`.
     #[arg(long, env = "JCT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod intake;
+pub mod metrics;
 pub mod outputs;
 pub mod runner;
 pub mod session;

@@ -112,6 +112,7 @@ pub async fn run(
 
     let report = match (control.reason(), outcome) {
         (Some(StopReason::LeaseLost), _) => {
+            crate::metrics::run_ended("lease_lost");
             info!(%task_id, attempt, "stopped: lease lost");
             return;
         }
@@ -137,6 +138,12 @@ pub async fn run(
         ),
     };
     let status = report.status().as_str_name();
+    crate::metrics::run_ended(match report.status() {
+        ReportStatus::Completed => "completed",
+        ReportStatus::Failed => "failed",
+        ReportStatus::Cancelled => "cancelled",
+        _ => "released",
+    });
     let ack = context.reporter.report(report).await;
     info!(
         %task_id, attempt, %status,

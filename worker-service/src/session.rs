@@ -331,6 +331,7 @@ impl Session {
         }
         let (context, running) = (self.runner.clone(), self.running.clone());
         tokio::spawn(async move {
+            let _slot = crate::metrics::SlotInUse::take();
             runner::run(context, assignment, control, received_at).await;
             if let Ok(mut running) = running.lock() {
                 running.remove(&task_id);

@@ -77,6 +77,28 @@ pub async fn run(
                 what: "the health endpoint".into(),
                 source,
             })?;
+    if let Some(addr) = &config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WorkerError::Io {
+                what: format!("the metrics endpoint JCT_WORKER_METRICS_ADDR={addr}"),
+                source,
+            })?;
+        info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        let stop = stopped.clone();
+        tokio::spawn(async move {
+            let served = jct::metrics_endpoint::serve(
+                listener,
+                jct::metrics_endpoint::no_refresh(),
+                async move { stop.cancelled().await },
+            )
+            .await;
+            if let Err(error) = served {
+                warn!(%error, "the metrics endpoint stopped");
+            }
+        });
+    }
+    crate::metrics::capacity(config.capacity);
     let (reporter, report_queue) = session::reporter(stopped.clone());
     let worker_id = config.worker_id();
     let runner = Arc::new(RunnerContext {

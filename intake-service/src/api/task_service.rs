@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::auth::refusals::RefusalLog;
+use crate::metrics;
 use crate::policy::{self, PolicyConfig};
 use crate::store::{Actor, ListFilter, Store, TaskWatch, Transition};
 use crate::task::Status as TaskStatus;
@@ -65,17 +66,9 @@ impl TaskApi {
         self.list_max_bytes = bytes.min(list_page::MAX_RESPONSE_BYTES);
         self
     }
-}
 
-type RpcResult<T> = Result<Response<T>, Status>;
-
-/// A task's states as `WatchTask` streams them.
-pub type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::Task, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::task_service_server::TaskService for TaskApi {
-    type WatchTaskStream = TaskStream;
-    async fn enqueue(
+    /// Enqueue's work; the trait method counts its outcome.
+    async fn admit_and_store(
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> RpcResult<pb::EnqueueResponse> {
@@ -127,6 +120,29 @@ impl pb::task_service_server::TaskService for TaskApi {
             task: Some(shown_to(&principal, &enqueued.task)),
             created: enqueued.created,
         }))
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// A task's states as `WatchTask` streams them.
+pub type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::Task, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for TaskApi {
+    type WatchTaskStream = TaskStream;
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> RpcResult<pb::EnqueueResponse> {
+        let validate_only = request.get_ref().validate_only;
+        let answer = self.admit_and_store(request).await;
+        match &answer {
+            Ok(_) if validate_only => metrics::enqueue("validated", ""),
+            Ok(_) => metrics::enqueue("accepted", ""),
+            Err(status) => metrics::enqueue("rejected", &errors::reason_of(status)),
+        }
+        answer
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> RpcResult<pb::Task> {

@@ -100,6 +100,7 @@ async fn rescue(
         if released == Released::Stale {
             continue;
         }
+        crate::metrics::lease_expired();
         info!(%task_id, outcome = ?released, "lease expired");
         let mut registry = dispatcher.registry();
         if let Some((session, holder)) = registry.holder(task_id, lease_token) {

@@ -151,6 +151,7 @@ impl BatchWriter {
         for (task, _) in transitioned.iter().flatten() {
             self.cache.put(task);
             self.watchers.publish(task);
+            crate::metrics::finished(task);
         }
         for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
             let _ = waiting.reply.send(outcome);

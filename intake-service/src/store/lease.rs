@@ -56,6 +56,17 @@ pub enum Release {
     WorkerLost,
 }
 
+impl Release {
+    /// The `why` of the requeue metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Release::Undelivered => "undelivered",
+            Release::HandedBack => "handed_back",
+            Release::WorkerLost => "worker_lost",
+        }
+    }
+}
+
 /// What became of a released task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
@@ -128,6 +139,7 @@ impl Store {
         for task in &tasks {
             self.cache.put(task);
             self.watchers.publish(task);
+            crate::metrics::claimed(task);
         }
         Ok(tasks)
     }
@@ -207,6 +219,8 @@ impl Store {
                 let task = Model::from_query_result(&row, "")?.into_task()?;
                 self.cache.put(&task);
                 self.watchers.publish(&task);
+                crate::metrics::worker_lost();
+                crate::metrics::finished(&task);
                 return Ok(Released::Failed);
             }
         }
@@ -244,6 +258,7 @@ impl Store {
                     .await?;
             }
             self.events.task_queued.notify_one();
+            crate::metrics::requeued(why.label());
             return Ok(Released::Requeued);
         }
         Ok(Released::Stale)

@@ -363,6 +363,10 @@ async fn supervise(
         Ending::Exited(status) => (exit_end(status, sandboxed), sandboxed),
         Ending::Failed(reason) => (spawn_failed(reason), false),
         Ending::Stop(end) => {
+            crate::metrics::executor_killed(match end {
+                CommandEnd::TimedOut => "time_budget",
+                _ => "stopped",
+            });
             let dead = kill_tree(&mut program).await;
             (end, dead && sandboxed)
         }
