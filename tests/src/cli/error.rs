@@ -43,7 +43,7 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Unreachable { .. } | CliError::Interrupted(_) => exit::UNAVAILABLE,
             CliError::Rpc { status, .. } => {
-                exit::for_status(status.code(), reason(status).as_deref())
+                exit::for_status(effective_code(status), reason(status).as_deref())
             }
             CliError::Other(_) => exit::FAILURE,
             CliError::OutputClosed => exit::SUCCESS,
@@ -57,7 +57,7 @@ impl CliError {
             "message": self.to_string(),
         });
         if let CliError::Rpc { status, .. } = self {
-            error["code"] = Json::from(code_name(status.code()));
+            error["code"] = Json::from(code_name(effective_code(status)));
             error["reason"] = reason(status).map_or(Json::Null, Json::from);
             error["violations"] = Json::Array(
                 violations(status)
@@ -78,7 +78,7 @@ impl CliError {
                 let mut text = format!(
                     "error: {action} failed: {} ({}{})\n",
                     safe(status.message()),
-                    code_name(status.code()),
+                    code_name(effective_code(status)),
                     reason
                         .as_deref()
                         .map(|r| format!(", reason {}", safe(r)))
@@ -89,7 +89,7 @@ impl CliError {
                 }
                 text.push_str(&format!(
                     "hint: {}\n",
-                    exit::advice(status.code(), reason.as_deref())
+                    exit::advice(effective_code(status), reason.as_deref())
                 ));
                 text
             }
@@ -101,6 +101,21 @@ impl CliError {
             other => format!("error: {}\n", safe(&other.to_string())),
         }
     }
+}
+
+/// The status's code, except that a call the connection failed under (tonic
+/// reports it as UNKNOWN "transport error", e.g. when a TLS peer rejects our
+/// certificate after the handshake seemed done) is UNAVAILABLE: the intake
+/// never answered, so it is not "something the intake got wrong".
+pub fn effective_code(status: &tonic::Status) -> Code {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if status.code() == Code::Unknown && error.is::<tonic::transport::Error>() {
+            return Code::Unavailable;
+        }
+        source = error.source();
+    }
+    status.code()
 }
 
 /// The stable reason of the status's `google.rpc.ErrorInfo`, if it has one.
