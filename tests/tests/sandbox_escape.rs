@@ -538,6 +538,53 @@ async fn host_tmp_root_home_and_var_are_out_of_reach() {
 /// counters of its own process, userfaultfd in user mode, io_uring. Each is
 /// denied with EPERM; each would succeed here without the filter (bpf only
 /// where the host allows unprivileged bpf).
+/// The intake's SQLite file (and its WAL), outside /tmp so that the sandbox's
+/// private /tmp is not what hides it: the program knows the path and tries to
+/// see, read, append to and update it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_intakes_sqlite_database_is_out_of_reach() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("db dir");
+    let db = dir.path().join("intake.db");
+    let case = Case::with_database(&format!("sqlite://{}?mode=rwc", db.display()), None);
+    let marker = unique("jct-planted");
+    let script = format!(
+        r#"echo started; db='{db}'
+for f in "$db" "$db-wal" "$db-shm"; do
+  test -e "$f" && echo "SEES $f"
+  cat "$f" >/dev/null 2>&1 && echo "READ $f"
+  printf '{marker}' >> "$f" 2>/dev/null && echo "WROTE $f"
+done
+/usr/bin/python3 - "$db" <<'EOF'
+import sqlite3, sys
+try:
+    c = sqlite3.connect('file:' + sys.argv[1] + '?mode=rw', uri=True)
+    print('QUERIED', c.execute('select count(*) from tasks').fetchone(), flush=True)
+    c.execute("update tasks set objective = '{marker}'")
+    c.commit()
+    print('UPDATED', flush=True)
+except Exception as e:
+    print('refused:', e, flush=True)
+EOF
+true"#,
+        db = db.display()
+    );
+    let out = case.run(case.worker(&script)).await;
+    out.assert_ran();
+    for word in ["SEES", "READ", "WROTE", "QUERIED", "UPDATED"] {
+        assert!(!out.stdout.contains(word), "{}", out.stdout);
+    }
+    assert_ne!(out.task.objective, marker);
+    case.finish().await;
+    for file in [db.clone(), dir.path().join("intake.db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&marker),
+            "{} was written",
+            file.display()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn terminal_injection_keyrings_bpf_and_other_kernel_interfaces_are_denied() {
     let case = Case::new();
