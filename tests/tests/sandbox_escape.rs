@@ -890,7 +890,7 @@ async fn every_process_dies_when_the_worker_is_sigkilled_while_starting_programs
         .await;
         // a namespace caught half-built waits for the dead bubblewrap for good,
         // without ever running the program: the next worker's start removes it
-        worker_service::executor::reap_stale_sandboxes().await;
+        worker_service::executor::reap_stale_sandboxes(&Default::default()).await;
         assert_no_survivors(&marker).await;
         assert!(programs.is_some(), "a program outlived the worker");
     }
@@ -927,6 +927,9 @@ fn helper_unprivileged_worker() {
              nsenter --net=/proc/1/ns/net true 2>/dev/null && echo ESCAPED; \
              ls /proc | grep -cE '^[0-9]+$'",
         ]));
+        // an unprivileged worker gets no cgroup here (the hierarchies are
+        // root's): the documented degraded mode, per-process rlimits, recorded
+        config.sandbox_cgroup = worker_service::executor::CgroupMode::Optional;
         let command = config.command_config().expect("command config");
         let workspace = dir.path().join("ws");
         std::fs::create_dir(&workspace).expect("ws");
@@ -1020,6 +1023,11 @@ async fn the_sandbox_holds_for_an_unprivileged_worker() {
         "{out}"
     );
     assert!(stdout.contains("started\n"), "{out}");
+    let memory = report["sandbox"]["memory"].as_str().unwrap_or_default();
+    assert!(
+        memory.starts_with("cgroup") || memory.starts_with("RLIMIT_AS 1024 MiB per process"),
+        "{out}"
+    );
     assert!(stdout.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(stdout.contains("NoNewPrivs:\t1"), "{out}");
     assert!(
@@ -1056,7 +1064,7 @@ for i in range(40):
 print('forked', n, flush=True)
 EOF"#;
     let mut config = case.worker(script);
-    config.limit_processes = Some(8);
+    config.limit_processes = 8;
     let out = case.run(config).await;
     out.assert_ran();
     let forked: Option<u32> = out
@@ -1095,7 +1103,7 @@ if ok == 4:
     print('ALL-HELD', flush=True)
 EOF"#;
     let mut config = case.worker(script);
-    config.limit_memory_mb = Some(200);
+    config.limit_memory_mb = 200;
     let out = case.run(config).await;
     out.assert_ran();
     assert!(
@@ -1103,6 +1111,159 @@ EOF"#;
         "{} {:?}",
         out.stdout,
         out.task.error
+    );
+    case.finish().await;
+}
+
+/// The worker's defaults alone (no JCT_LIMIT_* set): a program that forks
+/// without limit stops at the default process bound of the task as a whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_stops_at_the_default_process_limit() {
+    let case = Case::new();
+    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
+import os, time
+n = 0
+for i in range(600):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(3)
+        os._exit(0)
+    n += 1
+print('forked', n, flush=True)
+EOF"#;
+    let out = case.run(case.worker(script)).await;
+    out.assert_ran();
+    let forked: Option<u32> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("forked ")?.trim().parse().ok());
+    assert!(
+        forked.is_some_and(|n| n < 256),
+        "forked {forked:?} at the defaults: {} {}",
+        out.stdout,
+        out.manifest["sandbox"]
+    );
+    let processes = out.manifest["sandbox"]["processes"].as_str().unwrap_or("");
+    assert!(processes.contains("pids.max 256"), "{processes}");
+    case.finish().await;
+}
+
+/// The worker's defaults alone: four processes of 400 MiB each are each under
+/// any per-process limit of 1024 MiB, together far over it; the task as a
+/// whole is bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_allocation_stops_at_the_default_memory_limit() {
+    let case = Case::new();
+    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
+import os, time
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            b = b'x' * (400 << 20)
+            time.sleep(2)
+            os._exit(0)
+        except MemoryError:
+            os._exit(3)
+    kids.append(pid)
+ok = sum(1 for k in kids if os.waitpid(k, 0)[1] == 0)
+print('held', ok, flush=True)
+if ok == 4:
+    print('ALL-HELD', flush=True)
+EOF"#;
+    let out = case.run(case.worker(script)).await;
+    out.assert_ran();
+    assert!(
+        !out.stdout.contains("ALL-HELD"),
+        "{} {:?} {}",
+        out.stdout,
+        out.task.error,
+        out.manifest["sandbox"]
+    );
+    let memory = out.manifest["sandbox"]["memory"].as_str().unwrap_or("");
+    assert!(memory.contains("1024 MiB for the whole task"), "{memory}");
+    case.finish().await;
+}
+
+/// Two processes spinning for 2 s under a quarter of a CPU get about 0.5 CPU
+/// seconds between them, not the 4 that two free cores would give.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cpu_spinning_program_is_bounded() {
+    let case = Case::new();
+    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
+import os, time
+kids = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.waitpid(k, 0)
+t = os.times()
+print('cpu %.2f' % (t.children_user + t.children_system), flush=True)
+EOF"#;
+    let mut config = case.worker(script);
+    config.limit_cpus = 250;
+    let out = case.run(config).await;
+    out.assert_ran();
+    let cpu: Option<f64> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu ")?.trim().parse().ok());
+    assert!(
+        cpu.is_some_and(|s| s < 1.0),
+        "used {cpu:?} CPU seconds in 2 s at 0.25 CPU: {} {}",
+        out.stdout,
+        out.manifest["sandbox"]
+    );
+    let recorded = out.manifest["sandbox"]["cpu"].as_str().unwrap_or("");
+    assert!(
+        recorded.contains("0.25 CPU for the whole task") && recorded.contains("RLIMIT_CPU"),
+        "{recorded}"
+    );
+    case.finish().await;
+}
+
+/// Where the task's memory bound cannot be set up (here: a cgroup root that is
+/// no cgroup filesystem, as on a host that delegates none), the default worker
+/// refuses the task with SANDBOX_UNAVAILABLE naming it, and the program never
+/// runs; with the operator's explicit opt-out it runs, and the manifest says
+/// memory was bounded per process only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_is_refused_when_its_memory_bound_cannot_be_set_up() {
+    let case = Case::new();
+    let unusable = case.scratch.path().join("no-cgroup-here");
+    std::fs::create_dir(&unusable).expect("unusable root");
+    let mut config = case.worker("echo started");
+    config.cgroup_root = unusable;
+    let out = case.run(config.clone()).await;
+    assert_eq!(out.error_code(), "SANDBOX_UNAVAILABLE", "{:?}", out.task);
+    let message = out.task.error.as_ref().map(|e| e.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("JCT_LIMIT_MEMORY_MB") && m.contains("memory cgroup")),
+        "{message:?}"
+    );
+    assert!(!out.stdout.contains("started"), "the program ran");
+    let memory = out.manifest["sandbox"]["memory"].as_str().unwrap_or("");
+    assert!(memory.starts_with("refused: no memory cgroup"), "{memory}");
+
+    config.sandbox_cgroup = worker_service::executor::CgroupMode::Optional;
+    let out = case.run(config).await;
+    out.assert_ran();
+    let memory = out.manifest["sandbox"]["memory"].as_str().unwrap_or("");
+    assert!(
+        memory.starts_with("RLIMIT_AS 1024 MiB per process, not the task as a whole"),
+        "{memory}"
     );
     case.finish().await;
 }

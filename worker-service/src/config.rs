@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::executor::{
-    CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits, SandboxConfig, SandboxMode,
-    SeccompMode,
+    CgroupMode, CommandConfig, ExecutorKind, NetworkIsolation, ResourceLimits, SandboxConfig,
+    SandboxMode, SeccompMode, parse_cpus,
 };
 use crate::intake::{IntakeLink, LinkError, TlsFiles};
 use crate::telemetry::LogFormat;
@@ -129,15 +129,43 @@ pub struct WorkerConfig {
           action = clap::ArgAction::Set)]
     pub sandbox_allow_secrets: bool,
 
-    /// Memory of the whole task (a cgroup; RLIMIT_AS per process where the host
-    /// has no memory cgroup for the worker), in MiB (unset: none).
-    #[arg(long, env = "JCT_LIMIT_MEMORY_MB")]
-    pub limit_memory_mb: Option<u64>,
+    /// `required`: a task's memory and processes are bounded as a whole by a
+    /// cgroup per task, or the task fails with SANDBOX_UNAVAILABLE naming the
+    /// controller this host does not delegate. `optional`: the operator's opt-out
+    /// for such hosts: per-process rlimits stand in (RLIMIT_AS per process,
+    /// RLIMIT_NPROC per uid, still refused for root), recorded in every manifest.
+    #[arg(
+        long,
+        env = "JCT_SANDBOX_CGROUP",
+        value_enum,
+        default_value = "required"
+    )]
+    pub sandbox_cgroup: CgroupMode,
 
-    /// Processes of the whole task (a pids cgroup; RLIMIT_NPROC where none, and
-    /// refused when neither can hold) (unset: none).
-    #[arg(long, env = "JCT_LIMIT_PROCESSES")]
-    pub limit_processes: Option<u64>,
+    /// Where the cgroup filesystem is mounted (v2, or the v1 hierarchies below it).
+    #[arg(long, env = "JCT_CGROUP_ROOT", default_value = crate::executor::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
+    /// Memory of a task as a whole, in MiB. 1024 because the shipped worker pod
+    /// allows 4 GiB for its 4 tasks (JCT_WORKER_CAPACITY): one task cannot take
+    /// the memory of the others. Raise it with the pod's limit.
+    #[arg(long, env = "JCT_LIMIT_MEMORY_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_memory_mb: u64,
+
+    /// Processes (and threads) of a task as a whole. 256 leaves a parallel build
+    /// (make -j, cargo, a test runner) its room while a fork bomb stops there,
+    /// far below the host's pid space even with every task at its limit.
+    #[arg(long, env = "JCT_LIMIT_PROCESSES", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_processes: u64,
+
+    /// CPUs a task may use at once ("1", "0.5", "2"): a cgroup CPU quota where the
+    /// host delegates the `cpu` controller, and always RLIMIT_CPU per process
+    /// (the CPU time its time budget allows at that rate). 1 because the shipped
+    /// worker pod has 2 CPUs for 4 tasks: a spinning task cannot starve the others.
+    #[arg(long, env = "JCT_LIMIT_CPUS", default_value = "1", value_parser = parse_cpus)]
+    pub limit_cpus: u64,
 
     /// Largest file the program may write, in MiB (unset: none).
     #[arg(long, env = "JCT_LIMIT_FILE_SIZE_MB")]
@@ -267,12 +295,15 @@ impl WorkerConfig {
                 allow_network: self.sandbox_allow_network,
                 allow_secrets: self.sandbox_allow_secrets,
                 seccomp: self.sandbox_seccomp,
+                cgroup: self.sandbox_cgroup,
+                cgroup_root: self.cgroup_root.clone(),
             },
             program,
             network_isolation: self.network_isolation,
             limits: ResourceLimits {
-                memory_mb: self.limit_memory_mb,
-                processes: self.limit_processes,
+                memory_mb: Some(self.limit_memory_mb),
+                processes: Some(self.limit_processes),
+                cpu_millis: Some(self.limit_cpus),
                 file_size_mb: self.limit_file_size_mb,
             },
             output_limit_bytes: self.output_limit_bytes,
@@ -303,6 +334,30 @@ mod tests {
             config.map(|c| c.worker_id()).ok(),
             Some("pod-7.a_b".to_string())
         );
+    }
+
+    /// Every task is bounded unless the operator raises a limit.
+    #[test]
+    fn limits_have_production_defaults() {
+        let mut config = WorkerConfig::defaults();
+        config.executor_command = Some("true".into());
+        let command = config.command_config().expect("command config");
+        assert_eq!(command.limits.memory_mb, Some(1024));
+        assert_eq!(command.limits.processes, Some(256));
+        assert_eq!(command.limits.cpu_millis, Some(1000));
+        assert_eq!(command.sandbox.cgroup, CgroupMode::Required);
+        for (flag, value) in [
+            ("--limit-memory-mb", "0"),
+            ("--limit-processes", "0"),
+            ("--limit-cpus", "0"),
+        ] {
+            assert!(
+                WorkerConfig::try_parse_from(["worker-service", flag, value]).is_err(),
+                "{flag} {value}"
+            );
+        }
+        let raised = WorkerConfig::parse_from(["worker-service", "--limit-cpus", "2.5"]);
+        assert_eq!(raised.limit_cpus, 2500);
     }
 
     #[test]

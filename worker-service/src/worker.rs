@@ -39,8 +39,8 @@ pub async fn run(
         ExecutorKind::Command => Some(config.command_config().map_err(WorkerError::Config)?),
         ExecutorKind::Record => None,
     };
-    if command.is_some() {
-        let reaped = crate::executor::reap_stale_sandboxes().await;
+    if let Some(command) = &command {
+        let reaped = crate::executor::reap_stale_sandboxes(&command.sandbox).await;
         if reaped > 0 {
             warn!(
                 reaped,

@@ -1,11 +1,13 @@
-//! A cgroup per task: the bound on the processes and memory of the task as a
-//! whole, which rlimits cannot give (RLIMIT_NPROC counts every process of a uid,
-//! and the kernel ignores it for root; RLIMIT_AS is per process).
+//! A cgroup per task: the bound on the processes, memory and CPU of the task as
+//! a whole, which rlimits cannot give (RLIMIT_NPROC counts every process of a
+//! uid, and the kernel ignores it for root; RLIMIT_AS and RLIMIT_CPU are per
+//! process).
 //!
 //! cgroup v2 is used where the worker's own cgroup has the `pids` and `memory`
-//! controllers delegated to it; otherwise the v1 `pids` and `memory` hierarchies
-//! (hybrid hosts, such as this project's CI). The task's cgroup is made under the
-//! worker's own, so a container's limits still apply above it.
+//! controllers delegated to it (and `cpu` when it is too); otherwise the v1
+//! `pids`, `memory` and `cpu` hierarchies (hybrid hosts, such as this project's
+//! CI). The task's cgroup is made under the worker's own, so a container's
+//! limits still apply above it.
 //!
 //! The program's first process joins the cgroup between fork and exec (through a
 //! `cgroup.procs` descriptor opened here), so nothing it forks is ever outside.
@@ -14,25 +16,46 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::ResourceLimits;
+use super::{ResourceLimits, cpus_text};
 
-const ROOT: &str = "/sys/fs/cgroup";
 const MIB: u64 = 1024 * 1024;
+/// The CFS period the CPU quota is a share of (the kernel's default, 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
 
 /// The cgroup layout of this host, as seen from the worker's own cgroup.
 #[derive(Debug, Clone)]
 enum Layout {
-    /// Unified hierarchy: the directory under which task cgroups are made.
-    V2 { parent: PathBuf },
-    /// Separate hierarchies: the worker's own directory in each (when mounted).
+    /// Unified hierarchy: the directory under which task cgroups are made, and
+    /// whether `cpu` is enabled there too.
+    V2 { parent: PathBuf, cpu: bool },
+    /// Separate hierarchies: the worker's own directory in each (when mounted
+    /// and writable).
     V1 {
         pids: Option<PathBuf>,
         memory: Option<PathBuf>,
+        cpu: Option<PathBuf>,
     },
+}
+
+impl Layout {
+    fn parents(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V2 { parent, .. } => vec![parent.clone()],
+            Layout::V1 { pids, memory, cpu } => {
+                let mut all: Vec<PathBuf> = Vec::new();
+                for dir in [pids, memory, cpu].into_iter().flatten() {
+                    if !all.contains(dir) {
+                        all.push(dir.clone());
+                    }
+                }
+                all
+            }
+        }
+    }
 }
 
 /// A task's cgroup(s); removed by [`TaskCgroup::remove`].
@@ -41,6 +64,9 @@ pub struct TaskCgroup {
     version: u8,
     pids: Option<PathBuf>,
     memory: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+    /// Every directory made (v2: one for all controllers), in order.
+    made: Vec<PathBuf>,
     /// `cgroup.procs` of each directory, opened for writing before the fork.
     procs: Vec<OwnedFd>,
 }
@@ -49,29 +75,56 @@ pub struct TaskCgroup {
 #[derive(Debug, Default)]
 pub struct Bounds {
     pub cgroup: Option<TaskCgroup>,
-    /// Set when the processes limit could not get a cgroup (an rlimit stands in).
-    pub processes_fallback: bool,
-    pub memory_fallback: bool,
+    /// Set when the processes limit could not get a cgroup: what is missing.
+    pub processes_missing: Option<String>,
+    pub memory_missing: Option<String>,
+    pub cpu_missing: Option<String>,
 }
 
 impl Bounds {
-    /// Makes the cgroup(s) `limits` need. A limit without a cgroup controller is
-    /// left to the caller's rlimit fallback (flagged here).
-    pub fn for_limits(limits: &ResourceLimits) -> io::Result<Bounds> {
-        if limits.processes.is_none() && limits.memory_mb.is_none() {
+    /// Makes the cgroup(s) `limits` need under the cgroup filesystem at `root`.
+    /// A limit without a cgroup controller is left to the caller (refused, or an
+    /// rlimit stands in), which is told what is missing.
+    pub fn for_limits(limits: &ResourceLimits, root: &Path) -> io::Result<Bounds> {
+        if limits.processes.is_none() && limits.memory_mb.is_none() && limits.cpu_millis.is_none() {
             return Ok(Bounds::default());
         }
-        let layout = layout();
-        let (pids_parent, memory_parent, version) = match &layout {
-            Some(Layout::V2 { parent }) => (Some(parent.clone()), Some(parent.clone()), 2),
-            Some(Layout::V1 { pids, memory }) => (pids.clone(), memory.clone(), 1),
-            None => (None, None, 0),
+        let layout = layout(root);
+        let (pids_parent, memory_parent, cpu_parent, version) = match &layout {
+            Some(Layout::V2 { parent, cpu }) => (
+                Some(parent.clone()),
+                Some(parent.clone()),
+                cpu.then(|| parent.clone()),
+                2,
+            ),
+            Some(Layout::V1 { pids, memory, cpu }) => {
+                (pids.clone(), memory.clone(), cpu.clone(), 1)
+            }
+            None => (None, None, None, 0),
+        };
+        let missing = |controller: &str| match &layout {
+            None => format!(
+                "this host delegates no cgroup to the worker under {} (neither cgroup v2 \
+                 with pids and memory enabled for the worker's own cgroup, nor a writable \
+                 v1 hierarchy)",
+                root.display()
+            ),
+            Some(Layout::V2 { .. }) => format!(
+                "the worker's cgroup v2 under {} has no {controller} controller delegated",
+                root.display()
+            ),
+            Some(Layout::V1 { .. }) => format!(
+                "no writable cgroup v1 {controller} hierarchy for the worker under {}",
+                root.display()
+            ),
         };
         let name = unique_name();
         let mut cgroup = TaskCgroup {
             version,
             pids: None,
             memory: None,
+            cpu: None,
+            made: Vec::new(),
             procs: Vec::new(),
         };
         let mut bounds = Bounds::default();
@@ -83,7 +136,7 @@ impl Bounds {
                     write(&dir, "pids.max", &max.saturating_add(2).to_string())?;
                     cgroup.pids = Some(dir);
                 }
-                None => bounds.processes_fallback = true,
+                None => bounds.processes_missing = Some(missing("pids")),
             }
         }
         if let Some(mb) = limits.memory_mb {
@@ -103,7 +156,23 @@ impl Bounds {
                     }
                     cgroup.memory = Some(dir);
                 }
-                None => bounds.memory_fallback = true,
+                None => bounds.memory_missing = Some(missing("memory")),
+            }
+        }
+        if let Some(millis) = limits.cpu_millis {
+            match &cpu_parent {
+                Some(parent) => {
+                    let dir = cgroup.make(parent, &name)?;
+                    let quota = cpu_quota_us(millis).to_string();
+                    if version == 2 {
+                        write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                    } else {
+                        write(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                        write(&dir, "cpu.cfs_quota_us", &quota)?;
+                    }
+                    cgroup.cpu = Some(dir);
+                }
+                None => bounds.cpu_missing = Some(missing("cpu")),
             }
         }
         if !cgroup.procs.is_empty() {
@@ -113,15 +182,22 @@ impl Bounds {
     }
 }
 
+/// The CFS quota per period for `millis` thousandths of a CPU (at least the
+/// kernel's minimum of 1 ms).
+fn cpu_quota_us(millis: u64) -> u64 {
+    millis.saturating_mul(CPU_PERIOD_US / 1000).max(1000)
+}
+
 impl TaskCgroup {
     /// Creates `<parent>/<name>` (once: v2 uses one directory for both) and
     /// opens its `cgroup.procs`.
     fn make(&mut self, parent: &Path, name: &str) -> io::Result<PathBuf> {
         let dir = parent.join(name);
-        if self.pids.as_deref() == Some(dir.as_path()) {
+        if self.made.contains(&dir) {
             return Ok(dir);
         }
         fs::create_dir(&dir).map_err(|e| context(e, &dir))?;
+        self.made.push(dir.clone());
         let procs = fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))
@@ -150,6 +226,20 @@ impl TaskCgroup {
         )
     }
 
+    pub fn describe_cpu(&self, millis: u64) -> String {
+        let file = if self.version == 2 {
+            "cpu.max"
+        } else {
+            "cpu.cfs_quota_us"
+        };
+        format!(
+            "cgroup v{} ({file}: {} CPU for the whole task, {} µs per {CPU_PERIOD_US} µs)",
+            self.version,
+            cpus_text(millis),
+            cpu_quota_us(millis)
+        )
+    }
+
     #[cfg(test)]
     pub fn has_pids(&self) -> bool {
         self.pids.is_some()
@@ -160,12 +250,13 @@ impl TaskCgroup {
         self.memory.is_some()
     }
 
+    #[cfg(test)]
+    pub fn has_cpu(&self) -> bool {
+        self.cpu.is_some()
+    }
+
     fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
-        self.pids.iter().chain(
-            self.memory
-                .iter()
-                .filter(|m| Some(*m) != self.pids.as_ref()),
-        )
+        self.made.iter()
     }
 
     /// The processes in the cgroup (empty when none or unreadable).
@@ -217,7 +308,7 @@ impl TaskCgroup {
 
     /// Kills what is left, waits (up to `patience`) until the cgroup is empty and
     /// removes it. Returns whether it was proven empty.
-    pub async fn remove(self, patience: Duration) -> bool {
+    pub async fn remove(mut self, patience: Duration) -> bool {
         let started = Instant::now();
         let mut empty = self.members().is_empty();
         while !empty && started.elapsed() < patience {
@@ -225,9 +316,8 @@ impl TaskCgroup {
             tokio::time::sleep(Duration::from_millis(5)).await;
             empty = self.members().is_empty();
         }
-        let dirs: Vec<PathBuf> = self.dirs().cloned().collect();
-        drop(self.procs);
-        for dir in dirs {
+        self.procs.clear();
+        for dir in std::mem::take(&mut self.made) {
             // an empty cgroup may take a moment to be released by the kernel
             for _ in 0..50 {
                 match fs::remove_dir(&dir) {
@@ -238,6 +328,18 @@ impl TaskCgroup {
             }
         }
         empty
+    }
+}
+
+impl Drop for TaskCgroup {
+    /// A cgroup given up before its program started (a refused or failed start)
+    /// is empty and goes at once; one that still has processes stays for the
+    /// next worker's start to reap ([`reap_stale`]).
+    fn drop(&mut self) {
+        self.procs.clear();
+        for dir in &self.made {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 
@@ -305,15 +407,18 @@ fn is_stale(name: &str) -> bool {
 
 /// Kills and removes the task cgroups a previous incarnation of a worker left
 /// (one SIGKILLed while its programs ran, in the moment before their
-/// parent-death signal was armed). Returns how many were found.
-pub async fn reap_stale(patience: Duration) -> usize {
-    let (version, parents) = match layout() {
-        Some(Layout::V2 { parent }) => (2, vec![parent]),
-        Some(Layout::V1 { pids, memory }) => (1, pids.into_iter().chain(memory).collect()),
-        None => return 0,
+/// parent-death signal was armed), under the cgroup filesystem at `root`.
+/// Returns how many were found.
+pub async fn reap_stale(root: &Path, patience: Duration) -> usize {
+    let Some(layout) = layout(root) else {
+        return 0;
+    };
+    let version = match layout {
+        Layout::V2 { .. } => 2,
+        Layout::V1 { .. } => 1,
     };
     let mut reaped = 0;
-    for parent in parents {
+    for parent in layout.parents() {
         let Ok(entries) = fs::read_dir(&parent) else {
             continue;
         };
@@ -324,8 +429,10 @@ pub async fn reap_stale(patience: Duration) -> usize {
             }
             let stale = TaskCgroup {
                 version,
-                pids: Some(entry.path()),
+                pids: None,
                 memory: None,
+                cpu: None,
+                made: vec![entry.path()],
                 procs: Vec::new(),
             };
             if !stale.remove(patience).await {
@@ -337,21 +444,28 @@ pub async fn reap_stale(patience: Duration) -> usize {
     reaped
 }
 
-/// The host's layout, found once.
-fn layout() -> Option<Layout> {
-    static LAYOUT: OnceLock<Option<Layout>> = OnceLock::new();
-    LAYOUT.get_or_init(detect).clone()
+/// The layout under `root`, found once per root (finding it may move the
+/// worker into a leaf cgroup, which must happen once).
+fn layout(root: &Path) -> Option<Layout> {
+    static LAYOUTS: Mutex<Vec<(PathBuf, Option<Layout>)>> = Mutex::new(Vec::new());
+    let mut known = LAYOUTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, layout)) = known.iter().find(|(r, _)| r == root) {
+        return layout.clone();
+    }
+    let layout = detect(root);
+    known.push((root.to_path_buf(), layout.clone()));
+    layout
 }
 
-fn detect() -> Option<Layout> {
+fn detect(root: &Path) -> Option<Layout> {
     let own = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let root = Path::new(ROOT);
     if root.join("cgroup.controllers").exists() {
         let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
         return v2_parent(&root.join(path.trim_start_matches('/')));
     }
     let mut pids = None;
     let mut memory = None;
+    let mut cpu = None;
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
@@ -364,17 +478,23 @@ fn detect() -> Option<Layout> {
             match controller {
                 "pids" if usable => pids = Some(dir),
                 "memory" if usable => memory = Some(dir),
+                "cpu" if usable && dir.join("cpu.cfs_quota_us").exists() => cpu = Some(dir),
                 _ => {}
             }
         }
     }
-    (pids.is_some() || memory.is_some()).then_some(Layout::V1 { pids, memory })
+    (pids.is_some() || memory.is_some() || cpu.is_some()).then_some(Layout::V1 {
+        pids,
+        memory,
+        cpu,
+    })
 }
 
 /// cgroup v2: task cgroups go beside the worker's own, under a parent with
-/// `pids` and `memory` enabled for its children. A cgroup with processes cannot
-/// enable controllers for children, so the worker first moves itself into a leaf
-/// `jct-worker` of its own cgroup (what systemd's delegation expects).
+/// `pids` and `memory` (and `cpu` where delegated) enabled for its children. A
+/// cgroup with processes cannot enable controllers for children, so the worker
+/// first moves itself into a leaf `jct-worker` of its own cgroup (what
+/// systemd's delegation expects).
 fn v2_parent(own: &Path) -> Option<Layout> {
     let controllers = fs::read_to_string(own.join("cgroup.controllers")).ok()?;
     let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
@@ -392,8 +512,11 @@ fn v2_parent(own: &Path) -> Option<Layout> {
         fs::write(leaf.join("cgroup.procs"), std::process::id().to_string()).ok()?;
         enable().ok()?;
     }
+    // CPU is bounded per process (RLIMIT_CPU) where it is not delegated
+    let cpu = has("cpu") && fs::write(own.join("cgroup.subtree_control"), "+cpu").is_ok();
     Some(Layout::V2 {
         parent: own.to_path_buf(),
+        cpu,
     })
 }
 
@@ -405,11 +528,15 @@ fn writable(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
+    const ROOT: &str = "/sys/fs/cgroup";
+
     #[test]
     fn no_limits_no_cgroup() {
-        let bounds = Bounds::for_limits(&ResourceLimits::default()).expect("bounds");
+        let bounds =
+            Bounds::for_limits(&ResourceLimits::default(), Path::new(ROOT)).expect("bounds");
         assert!(bounds.cgroup.is_none());
-        assert!(!bounds.processes_fallback && !bounds.memory_fallback);
+        assert!(bounds.processes_missing.is_none() && bounds.memory_missing.is_none());
+        assert!(bounds.cpu_missing.is_none());
     }
 
     #[test]
@@ -430,9 +557,8 @@ mod tests {
     /// the cgroup removed when the next one starts.
     #[tokio::test]
     async fn a_dead_incarnations_cgroups_are_killed_and_removed() {
-        let parents = match layout() {
-            Some(Layout::V2 { parent }) => vec![parent],
-            Some(Layout::V1 { pids, memory }) => pids.into_iter().chain(memory).collect(),
+        let parents = match layout(Path::new(ROOT)) {
+            Some(layout) => layout.parents(),
             None => {
                 eprintln!("skipped: this host delegates no cgroup to the worker");
                 return;
@@ -448,7 +574,7 @@ mod tests {
             fs::create_dir(dir).expect("stale cgroup");
             write(dir, "cgroup.procs", &sleeper.id().to_string()).expect("join");
         }
-        assert!(reap_stale(Duration::from_secs(5)).await >= dirs.len());
+        assert!(reap_stale(Path::new(ROOT), Duration::from_secs(5)).await >= dirs.len());
         let status = sleeper.wait().expect("reaped");
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -457,24 +583,59 @@ mod tests {
         assert!(dirs.iter().all(|d| !d.exists()));
     }
 
+    const LIMITS: ResourceLimits = ResourceLimits {
+        processes: Some(5),
+        memory_mb: Some(64),
+        cpu_millis: Some(500),
+        file_size_mb: None,
+    };
+
     #[tokio::test]
-    async fn a_limit_makes_a_cgroup_or_flags_the_fallback() {
-        let limits = ResourceLimits {
-            processes: Some(5),
-            memory_mb: Some(64),
-            file_size_mb: None,
-        };
-        let bounds = Bounds::for_limits(&limits).expect("bounds");
+    async fn a_limit_makes_a_cgroup_or_says_what_is_missing() {
+        let bounds = Bounds::for_limits(&LIMITS, Path::new(ROOT)).expect("bounds");
         match bounds.cgroup {
             Some(cgroup) => {
-                assert_eq!(cgroup.has_pids(), !bounds.processes_fallback);
-                assert_eq!(cgroup.has_memory(), !bounds.memory_fallback);
+                assert_eq!(cgroup.has_pids(), bounds.processes_missing.is_none());
+                assert_eq!(cgroup.has_memory(), bounds.memory_missing.is_none());
+                assert_eq!(cgroup.has_cpu(), bounds.cpu_missing.is_none());
+                if let Some(dir) = &cgroup.cpu {
+                    let file = if cgroup.version == 2 {
+                        "cpu.max"
+                    } else {
+                        "cpu.cfs_quota_us"
+                    };
+                    let quota = fs::read_to_string(dir.join(file)).expect("quota");
+                    assert!(quota.starts_with("50000"), "{quota}");
+                }
                 let dirs: Vec<PathBuf> = cgroup.dirs().cloned().collect();
                 assert!(dirs.iter().all(|d| d.is_dir()));
                 assert!(cgroup.remove(Duration::from_secs(1)).await);
                 assert!(dirs.iter().all(|d| !d.exists()));
             }
-            None => assert!(bounds.processes_fallback && bounds.memory_fallback),
+            None => assert!(bounds.processes_missing.is_some() && bounds.memory_missing.is_some()),
         }
+    }
+
+    /// A cgroup root that is not a cgroup filesystem: every limit is missing,
+    /// and the reason names the root.
+    #[test]
+    fn an_unusable_root_names_what_is_missing() {
+        let root = tempfile::tempdir().expect("root");
+        let bounds = Bounds::for_limits(&LIMITS, root.path()).expect("bounds");
+        assert!(bounds.cgroup.is_none());
+        let memory = bounds.memory_missing.expect("memory missing");
+        assert!(
+            memory.contains(&root.path().display().to_string()),
+            "{memory}"
+        );
+        assert!(bounds.processes_missing.is_some() && bounds.cpu_missing.is_some());
+    }
+
+    #[test]
+    fn cpu_quota() {
+        assert_eq!(cpu_quota_us(1000), 100_000);
+        assert_eq!(cpu_quota_us(250), 25_000);
+        assert_eq!(cpu_quota_us(2500), 250_000);
+        assert_eq!(cpu_quota_us(1), 1000);
     }
 }

@@ -20,8 +20,8 @@ use super::init::{self, InitView, InitWatch};
 use super::sandbox::{self, ChildSetup};
 use super::spawner;
 use super::{
-    CommandConfig, CommandEnd, CommandReport, CommandRun, NetworkIsolation, SandboxFacts,
-    SandboxMode, SeccompMode, bwrap, seccomp,
+    CgroupMode, CommandConfig, CommandEnd, CommandReport, CommandRun, NetworkIsolation,
+    ResourceLimits, SandboxFacts, SandboxMode, SeccompMode, bwrap, seccomp,
 };
 
 /// How long the pipes may still be drained after the program's tree is gone.
@@ -168,40 +168,67 @@ fn environment(run: &CommandRun) -> Vec<(std::ffi::OsString, std::ffi::OsString)
     env
 }
 
-/// The limits' cgroup, or the rlimit fallback (refusing a process limit that
-/// nothing could enforce for `uid`).
+/// The limits' cgroup, refusing a limit no cgroup can hold unless the operator
+/// accepts the per-process rlimit fallback (and refusing a process limit that
+/// nothing could enforce for `uid`). CPU always gets RLIMIT_CPU per process: the
+/// CPU time the budget allows at the limit's rate.
 fn bound(
     config: &CommandConfig,
     uid: u32,
+    time_budget: Duration,
     setup: &mut ChildSetup,
     facts: &mut SandboxFacts,
 ) -> Result<Option<TaskCgroup>, CommandEnd> {
     let limits = &config.limits;
-    let bounds = Bounds::for_limits(limits)
+    let optional = config.sandbox.cgroup == CgroupMode::Optional;
+    let bounds = Bounds::for_limits(limits, &config.sandbox.cgroup_root)
         .map_err(|e| unavailable(format!("cannot create the task's cgroup: {e}")))?;
-    facts.processes = "unbounded (JCT_LIMIT_PROCESSES unset)".into();
-    facts.memory = "unbounded (JCT_LIMIT_MEMORY_MB unset)".into();
+    facts.processes = "unbounded (no JCT_LIMIT_PROCESSES)".into();
+    facts.memory = "unbounded (no JCT_LIMIT_MEMORY_MB)".into();
+    facts.cpu = "unbounded (no JCT_LIMIT_CPUS)".into();
+    if !optional {
+        refuse_missing(&bounds, limits, facts)?;
+    }
     if let Some(max) = limits.processes {
-        if bounds.processes_fallback {
+        if let Some(missing) = &bounds.processes_missing {
             if uid == 0 {
-                return Err(unavailable(
-                    "JCT_LIMIT_PROCESSES cannot be enforced: this host delegates no pids \
-                     cgroup, and the kernel ignores RLIMIT_NPROC for uid 0",
-                ));
+                return Err(unavailable(format!(
+                    "JCT_LIMIT_PROCESSES cannot be enforced: {missing}, and the kernel \
+                     ignores RLIMIT_NPROC for uid 0"
+                )));
             }
             setup.processes_rlimit(max);
-            facts.processes = format!("RLIMIT_NPROC {max} (counts every process of uid {uid})");
+            facts.processes = format!(
+                "RLIMIT_NPROC {max} (counts every process of uid {uid}; operator: \
+                 JCT_SANDBOX_CGROUP=optional, {missing})"
+            );
         } else if let Some(cgroup) = &bounds.cgroup {
             facts.processes = cgroup.describe_processes(max);
         }
     }
     if let Some(mb) = limits.memory_mb {
-        if bounds.memory_fallback {
+        if let Some(missing) = &bounds.memory_missing {
             setup.memory_rlimit(mb);
-            facts.memory = format!("RLIMIT_AS {mb} MiB per process (no memory cgroup)");
+            facts.memory = format!(
+                "RLIMIT_AS {mb} MiB per process, not the task as a whole (operator: \
+                 JCT_SANDBOX_CGROUP=optional, {missing})"
+            );
         } else if let Some(cgroup) = &bounds.cgroup {
             facts.memory = cgroup.describe_memory(mb);
         }
+    }
+    if let Some(millis) = limits.cpu_millis {
+        let seconds = cpu_seconds(time_budget, millis);
+        setup.cpu_rlimit(seconds);
+        let floor = format!("RLIMIT_CPU {seconds} s per process");
+        facts.cpu = match (&bounds.cpu_missing, &bounds.cgroup) {
+            (Some(missing), _) => format!(
+                "{floor} only, not the task as a whole ({missing}); the time budget bounds \
+                 the rest"
+            ),
+            (None, Some(cgroup)) => format!("{}; {floor}", cgroup.describe_cpu(millis)),
+            (None, None) => floor,
+        };
     }
     if let Some(mb) = limits.file_size_mb {
         setup.file_size_rlimit(mb);
@@ -210,6 +237,47 @@ fn bound(
         setup.cgroup_procs = cgroup.procs_fds();
     }
     Ok(bounds.cgroup)
+}
+
+/// Fails closed (JCT_SANDBOX_CGROUP=required) when a processes or memory limit
+/// has no cgroup to hold it for the task as a whole, naming each one missing
+/// in the refusal and in the manifest.
+fn refuse_missing(
+    bounds: &Bounds,
+    limits: &ResourceLimits,
+    facts: &mut SandboxFacts,
+) -> Result<(), CommandEnd> {
+    let mut refused = Vec::new();
+    if let (Some(_), Some(missing)) = (limits.processes, &bounds.processes_missing) {
+        facts.processes = format!("refused: no pids cgroup ({missing})");
+        refused.push(format!(
+            "the processes bound (JCT_LIMIT_PROCESSES) needs a pids cgroup: {missing}"
+        ));
+    }
+    if let (Some(_), Some(missing)) = (limits.memory_mb, &bounds.memory_missing) {
+        facts.memory = format!("refused: no memory cgroup ({missing})");
+        refused.push(format!(
+            "the memory bound (JCT_LIMIT_MEMORY_MB) needs a memory cgroup: {missing}"
+        ));
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(unavailable(format!(
+        "{}; the program was not run (JCT_SANDBOX_CGROUP=optional accepts per-process \
+         rlimits instead)",
+        refused.join("; ")
+    )))
+}
+
+/// The CPU time a process may use: its time budget at `millis` thousandths of a
+/// CPU, rounded up, at least a second.
+fn cpu_seconds(time_budget: Duration, millis: u64) -> u64 {
+    let millis = u128::from(millis);
+    let cpu_ms = time_budget.as_millis().saturating_mul(millis) / 1000;
+    u64::try_from(cpu_ms.div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn spawn_sandboxed(
@@ -229,7 +297,7 @@ fn spawn_sandboxed(
         switch_to,
         ..ChildSetup::default()
     };
-    let cgroup = bound(config, uid, &mut setup, facts)?;
+    let cgroup = bound(config, uid, run.time_budget, &mut setup, facts)?;
     let (info_read, info_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| unavailable(format!("cannot create a pipe: {e}")))?;
     setup.inherit.push(info_write.as_raw_fd());
@@ -298,7 +366,7 @@ fn spawn_plain(
 ) -> Result<Started, CommandEnd> {
     let uid = rustix::process::geteuid().as_raw();
     let mut setup = ChildSetup::default();
-    let cgroup = bound(config, uid, &mut setup, facts)?;
+    let cgroup = bound(config, uid, run.time_budget, &mut setup, facts)?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -543,7 +611,7 @@ fn environment_fact(run: &CommandRun) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::{ResourceLimits, SandboxConfig};
+    use crate::executor::SandboxConfig;
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
@@ -892,6 +960,81 @@ mod tests {
             .expect("big")
             .len();
         assert!(size <= 1024 * 1024, "{size}");
+    }
+
+    fn bounded(script: &str) -> CommandConfig {
+        let mut cfg = sh(script);
+        cfg.limits = ResourceLimits {
+            processes: Some(64),
+            memory_mb: Some(256),
+            cpu_millis: Some(500),
+            file_size_mb: None,
+        };
+        cfg
+    }
+
+    /// The limits hold for the task as a whole (a cgroup) where this host
+    /// delegates one, and the floor of RLIMIT_CPU always: half a CPU over a
+    /// 30 s budget is 15 CPU seconds per process.
+    #[tokio::test]
+    async fn limits_are_applied_and_recorded() {
+        let fx = Fixture::new();
+        let report = super::run(&bounded("ulimit -t"), fx.run()).await;
+        match &report.end {
+            CommandEnd::Exited { code: 0 } => {
+                assert_eq!(fx.stdout(), "15\n");
+                assert!(report.sandbox.memory.starts_with("cgroup v"), "{report:?}");
+                assert!(
+                    report.sandbox.processes.starts_with("cgroup v"),
+                    "{report:?}"
+                );
+                assert!(
+                    report.sandbox.cpu.ends_with("RLIMIT_CPU 15 s per process"),
+                    "{report:?}"
+                );
+            }
+            CommandEnd::SandboxUnavailable { reason } => {
+                eprintln!("this host delegates no cgroup: {reason}");
+                assert!(report.sandbox.memory.starts_with("refused"), "{report:?}");
+            }
+            other => panic!("{other:?} {report:?}"),
+        }
+        assert_eq!(cpu_seconds(Duration::from_secs(30), 500), 15);
+        assert_eq!(cpu_seconds(Duration::from_millis(100), 250), 1);
+        assert_eq!(cpu_seconds(Duration::from_secs(901), 2000), 1802);
+    }
+
+    /// Where no cgroup can hold the memory bound (here: a cgroup root that is
+    /// not a cgroup filesystem) the task is refused, naming it, unless the
+    /// operator accepts per-process rlimits; then the manifest says so.
+    #[tokio::test]
+    async fn a_missing_memory_cgroup_fails_closed_unless_the_operator_opts_out() {
+        let fx = Fixture::new();
+        let root = tempfile::tempdir().expect("root");
+        let mut cfg = bounded("touch ran; ulimit -v");
+        cfg.sandbox.cgroup_root = root.path().to_path_buf();
+        let report = super::run(&cfg, fx.run()).await;
+        let CommandEnd::SandboxUnavailable { reason } = &report.end else {
+            panic!("{report:?}");
+        };
+        assert!(reason.contains("JCT_LIMIT_MEMORY_MB"), "{reason}");
+        assert!(reason.contains("memory cgroup"), "{reason}");
+        assert!(reason.contains("JCT_SANDBOX_CGROUP=optional"), "{reason}");
+        assert!(report.sandbox.memory.starts_with("refused"), "{report:?}");
+        assert!(!fx.workspace.join("ran").exists());
+
+        cfg.sandbox.cgroup = CgroupMode::Optional;
+        let report = super::run(&cfg, fx.run()).await;
+        assert_eq!(report.end, CommandEnd::Exited { code: 0 }, "{report:?}");
+        assert_eq!(fx.stdout(), format!("{}\n", 256 * 1024));
+        assert!(
+            report
+                .sandbox
+                .memory
+                .starts_with("RLIMIT_AS 256 MiB per process"),
+            "{report:?}"
+        );
+        assert!(report.sandbox.cpu.contains("only"), "{report:?}");
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 /// whose init it could not see armed (see [`init`]) and its per-task cgroups
 /// (where the host delegates cgroups). Returns how many it found. Called once
 /// at start, before any task runs.
-pub async fn reap_stale_sandboxes() -> usize {
-    init::reap_orphaned() + cgroup::reap_stale(Duration::from_secs(5)).await
+pub async fn reap_stale_sandboxes(sandbox: &SandboxConfig) -> usize {
+    init::reap_orphaned() + cgroup::reap_stale(&sandbox.cgroup_root, Duration::from_secs(5)).await
 }
 
 /// Which executor the worker uses (`JCT_EXECUTOR`).
@@ -79,16 +79,77 @@ pub enum SeccompMode {
     Off,
 }
 
-/// Operator limits on the executed program's whole process tree. `None` = unlimited.
+/// Whether a task's limits must be held by a cgroup for the task as a whole
+/// (`JCT_SANDBOX_CGROUP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// The memory and processes limits are held by a cgroup per task; where the
+    /// host delegates no such controller the task fails with SANDBOX_UNAVAILABLE
+    /// naming it.
+    Required,
+    /// The operator's opt-out, for hosts that delegate no cgroup: per-process
+    /// rlimits stand in where a controller is missing (RLIMIT_AS per process,
+    /// RLIMIT_NPROC per uid, still refused for root), recorded in every manifest.
+    Optional,
+}
+
+/// Operator limits on the executed program's whole process tree. `None` =
+/// unlimited (the worker's configuration always sets the first three).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ResourceLimits {
     /// Memory of the whole task (a cgroup; RLIMIT_AS per process where the host
-    /// delegates no memory cgroup), in MiB.
+    /// delegates no memory cgroup and the operator accepts it), in MiB.
     pub memory_mb: Option<u64>,
-    /// Processes of the whole task (a pids cgroup; RLIMIT_NPROC where none).
+    /// Processes of the whole task (a pids cgroup; RLIMIT_NPROC where none and
+    /// the operator accepts it).
     pub processes: Option<u64>,
+    /// CPU of the whole task in thousandths of a CPU (a cgroup CPU quota where
+    /// delegated), and per process the CPU time the budget allows at that rate
+    /// (RLIMIT_CPU, always).
+    pub cpu_millis: Option<u64>,
     /// Largest file the program may write (RLIMIT_FSIZE), in MiB.
     pub file_size_mb: Option<u64>,
+}
+
+/// `JCT_LIMIT_CPUS` ("1", "0.5", "2.25") in thousandths of a CPU; at least
+/// 0.01 (the kernel's smallest quota is 1 ms per 100 ms period).
+pub fn parse_cpus(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a number of CPUs such as 1, 0.5 or 2");
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.len() > 3
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let fraction: u64 = format!("{fraction:0<3}").parse().map_err(|_| bad())?;
+    let millis = whole
+        .checked_mul(1000)
+        .and_then(|w| w.checked_add(fraction))
+        .ok_or_else(bad)?;
+    if millis < 10 {
+        return Err(format!("{text:?}: at least 0.01 CPU"));
+    }
+    Ok(millis)
+}
+
+/// Thousandths of a CPU as the operator writes them ("1", "0.5").
+pub fn cpus_text(millis: u64) -> String {
+    let (whole, fraction) = (millis / 1000, millis % 1000);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let fraction = format!("{fraction:03}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
 /// How the `command` executor runs programs; fixed for the worker's lifetime.
@@ -119,7 +180,14 @@ pub struct SandboxConfig {
     pub seccomp: SeccompMode,
     /// Whether this worker runs tasks that ask for secrets (`JCT_SANDBOX_ALLOW_SECRETS`).
     pub allow_secrets: bool,
+    /// Whether the limits must be held by a task cgroup (`JCT_SANDBOX_CGROUP`).
+    pub cgroup: CgroupMode,
+    /// Where the cgroup filesystem is mounted (`JCT_CGROUP_ROOT`).
+    pub cgroup_root: PathBuf,
 }
+
+/// Where cgroup filesystems are mounted on Linux.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -130,6 +198,8 @@ impl Default for SandboxConfig {
             allow_network: false,
             allow_secrets: false,
             seccomp: SeccompMode::Required,
+            cgroup: CgroupMode::Required,
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
         }
     }
 }
@@ -197,6 +267,8 @@ pub struct SandboxFacts {
     pub processes: String,
     /// How memory was bounded.
     pub memory: String,
+    /// How CPU was bounded (a cgroup quota and RLIMIT_CPU, or RLIMIT_CPU alone).
+    pub cpu: String,
     /// How the whole process tree was killed and proven dead.
     pub process_tree: String,
     /// Which system calls were filtered (seccomp), or that none were.
@@ -225,4 +297,39 @@ pub enum Outcome {
     Completed { result: Map<String, Json> },
     Failed { code: String, message: String },
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_parse_and_print() {
+        for (text, millis) in [
+            ("1", 1000),
+            ("0.5", 500),
+            (".25", 250),
+            ("2.125", 2125),
+            ("4.", 4000),
+        ] {
+            assert_eq!(parse_cpus(text), Ok(millis), "{text}");
+        }
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "0.0001",
+            "0",
+            "0.005",
+            "1,5",
+            "99999999999999999999",
+        ] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+        assert_eq!(cpus_text(1000), "1");
+        assert_eq!(cpus_text(500), "0.5");
+        assert_eq!(cpus_text(2125), "2.125");
+        assert_eq!(cpus_text(10), "0.01");
+    }
 }

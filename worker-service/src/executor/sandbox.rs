@@ -33,20 +33,30 @@ pub struct ChildSetup {
     pub switch_to: Option<u32>,
     /// Descriptors to keep open across exec (e.g. bubblewrap's info pipe).
     pub inherit: Vec<RawFd>,
-    pub rlimits: Vec<(Resource, u64)>,
+    /// Each resource's soft and hard limit.
+    pub rlimits: Vec<(Resource, u64, u64)>,
 }
 
 impl ChildSetup {
     pub fn memory_rlimit(&mut self, mb: u64) {
-        self.rlimits.push((Resource::As, mb.saturating_mul(MIB)));
+        let bytes = mb.saturating_mul(MIB);
+        self.rlimits.push((Resource::As, bytes, bytes));
     }
 
     pub fn processes_rlimit(&mut self, n: u64) {
-        self.rlimits.push((Resource::Nproc, n));
+        self.rlimits.push((Resource::Nproc, n, n));
     }
 
     pub fn file_size_rlimit(&mut self, mb: u64) {
-        self.rlimits.push((Resource::Fsize, mb.saturating_mul(MIB)));
+        let bytes = mb.saturating_mul(MIB);
+        self.rlimits.push((Resource::Fsize, bytes, bytes));
+    }
+
+    /// CPU seconds per process: SIGXCPU at the limit (a program may clean up),
+    /// SIGKILL a second later.
+    pub fn cpu_rlimit(&mut self, seconds: u64) {
+        self.rlimits
+            .push((Resource::Cpu, seconds, seconds.saturating_add(1)));
     }
 
     /// Installs the setup in `cmd`; the child also leads a new process group.
@@ -69,10 +79,10 @@ impl ChildSetup {
             let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
             rustix::io::write(fd, b"0")?;
         }
-        for (resource, value) in &self.rlimits {
+        for (resource, soft, hard) in &self.rlimits {
             let limit = Rlimit {
-                current: Some(*value),
-                maximum: Some(*value),
+                current: Some(*soft),
+                maximum: Some(*hard),
             };
             rustix::process::setrlimit(*resource, limit)?;
         }
