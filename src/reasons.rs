@@ -41,4 +41,7 @@ pub mod task_error {
     pub const EXECUTOR_ERROR: &str = "EXECUTOR_ERROR";
     pub const WORKSPACE_FAILED: &str = "WORKSPACE_FAILED";
     pub const CANCELLED: &str = "CANCELLED";
+    /// The intake refused the worker's final report for what it carried (an
+    /// invalid field, a value the database refuses); the outcome is in the trace.
+    pub const REPORT_REFUSED: &str = "REPORT_REFUSED";
 }

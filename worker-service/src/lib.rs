@@ -13,6 +13,7 @@ pub mod health;
 pub mod intake;
 pub mod metrics;
 pub mod outputs;
+pub mod reporter;
 pub mod runner;
 pub mod session;
 pub mod task_json;

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::executor::{self, CommandConfig, ExecutorKind, Outcome};
-use crate::session::Reporter;
+use crate::reporter::Reporter;
 use crate::task_json::task_to_json;
 use crate::trace::{self, TraceFolder};
 
@@ -144,7 +144,7 @@ pub async fn run(
         ReportStatus::Cancelled => "cancelled",
         _ => "released",
     });
-    let ack = context.reporter.report(report).await;
+    let ack = context.reporter.deliver(report, &control).await;
     info!(
         %task_id, attempt, %status,
         accepted = ack.as_ref().is_some_and(|a| a.accepted),

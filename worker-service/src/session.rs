@@ -4,10 +4,11 @@
 //! intake lets the worker keep them.
 //!
 //! Reports survive reconnects: each waits for its acknowledgement and is sent
-//! again on the next stream until the intake answers it.
+//! again on the next stream until the intake answers it (what an answer means is
+//! [`crate::reporter`]'s business).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use jct::v1::dispatch_message::Kind as Inbound;
 use jct::v1::dispatch_service_client::DispatchServiceClient;
 use jct::v1::worker_message::Kind as Outbound;
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,14 +25,13 @@ use uuid::Uuid;
 
 use crate::health::Health;
 use crate::intake::IntakeLink;
+use crate::reporter::{PendingReport, ReportQueue};
 use crate::runner::{self, RunnerContext, StopReason, TaskControl};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Until the first assignment says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-/// Pause before resending a report the intake could not take (database down).
-const REPORT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// A task running on this worker.
 pub struct Running {
@@ -41,58 +41,6 @@ pub struct Running {
 
 /// Tasks running now, by id.
 pub type RunningTasks = Arc<Mutex<HashMap<Uuid, Running>>>;
-
-struct PendingReport {
-    report: pb::TaskReport,
-    ack: Option<oneshot::Sender<pb::ReportAck>>,
-}
-
-/// Sends task reports to the intake over whichever stream is current.
-#[derive(Clone)]
-pub struct Reporter {
-    reports: mpsc::UnboundedSender<PendingReport>,
-    next_id: Arc<AtomicU64>,
-    stopped: CancellationToken,
-}
-
-impl Reporter {
-    /// Reports and waits for the intake's acknowledgement, retrying while the
-    /// intake cannot take it; `None` if the worker stops first.
-    pub async fn report(&self, report: pb::TaskReport) -> Option<pb::ReportAck> {
-        loop {
-            let (ack, answer) = oneshot::channel();
-            let mut report = report.clone();
-            report.report_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            self.reports
-                .send(PendingReport {
-                    report,
-                    ack: Some(ack),
-                })
-                .ok()?;
-            let ack = tokio::select! {
-                ack = answer => ack.ok()?,
-                _ = self.stopped.cancelled() => return None,
-            };
-            if ack.accepted || !is_retryable(&ack.reason) {
-                return Some(ack);
-            }
-            tokio::time::sleep(REPORT_RETRY_PAUSE).await;
-        }
-    }
-
-    /// Reports without waiting (progress a later report supersedes).
-    pub fn notify(&self, mut report: pb::TaskReport) {
-        report.report_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.reports.send(PendingReport { report, ack: None });
-    }
-}
-
-fn is_retryable(reason: &str) -> bool {
-    matches!(
-        reason,
-        jct::reasons::DATABASE_UNAVAILABLE | jct::reasons::SHUTTING_DOWN | ""
-    )
-}
 
 /// Everything the stream loop needs.
 pub struct Session {
@@ -108,21 +56,6 @@ pub struct Session {
     reports: mpsc::UnboundedReceiver<PendingReport>,
     pending: HashMap<u64, PendingReport>,
 }
-
-/// Makes the reporter and the receiving end the session loop drains.
-pub fn reporter(stopped: CancellationToken) -> (Reporter, ReportQueue) {
-    let (reports, receiver) = mpsc::unbounded_channel();
-    (
-        Reporter {
-            reports,
-            next_id: Arc::new(AtomicU64::new(1)),
-            stopped,
-        },
-        ReportQueue(receiver),
-    )
-}
-
-pub struct ReportQueue(mpsc::UnboundedReceiver<PendingReport>);
 
 impl Session {
     #[allow(clippy::too_many_arguments)]

@@ -14,7 +14,7 @@ use crate::config::WorkerConfig;
 use crate::executor::ExecutorKind;
 use crate::health;
 use crate::runner::{RunnerContext, StopReason};
-use crate::session::{self, RunningTasks, Session};
+use crate::session::{RunningTasks, Session};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -99,7 +99,8 @@ pub async fn run(
         });
     }
     crate::metrics::capacity(config.capacity);
-    let (reporter, report_queue) = session::reporter(stopped.clone());
+    let (reporter, report_queue) =
+        crate::reporter::reporter(stopped.clone(), crate::reporter::RetryPolicy::default());
     let worker_id = config.worker_id();
     let runner = Arc::new(RunnerContext {
         worker_id: worker_id.clone(),
