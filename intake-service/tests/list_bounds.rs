@@ -16,6 +16,7 @@ use tonic::Code;
 
 on_both_backends!(
     pages_of_large_tasks_stay_under_the_bound_and_miss_nothing,
+    pages_of_small_integer_arrays_stay_under_the_bound,
     a_task_larger_than_the_bound_is_a_page_of_its_own,
     the_basic_view_omits_inputs_metadata_and_result,
     an_unknown_view_is_refused,
@@ -125,6 +126,76 @@ async fn pages_of_large_tasks_stay_under_the_bound_and_miss_nothing(url: &str) {
         .await
         .expect_err("another filter");
     assert_eq!(reason(&refused), "INVALID_PAGE_TOKEN");
+    intake.stop().await;
+}
+
+/// A task whose inputs are arrays of small integers: about 2 bytes an element
+/// as stored JSON ("7,"), 11 in a protobuf `ListValue` (a tagged, length-delimited
+/// `Value` holding a double), so the encoded task is about 5 times its stored
+/// size — the bound must be kept on the encoded size, not the stored one.
+fn small_integers_request(n: usize) -> pb::EnqueueRequest {
+    let digits: Vec<serde_json::Value> = (0..8_000).map(|i| serde_json::json!(i % 10)).collect();
+    let inputs = serde_json::json!({ "digits": digits });
+    let mut request = enqueue_request(&format!("Sum the digits {n}"));
+    request.inputs = Some(jct::structs::json_to_struct(
+        inputs.as_object().expect("object"),
+    ));
+    request
+}
+
+async fn pages_of_small_integer_arrays_stay_under_the_bound(url: &str) {
+    const BOUND: usize = 256 * 1024;
+    let intake = start(url, BOUND as u32).await;
+    let mut client = intake.client.clone();
+    let mut ids = HashSet::new();
+    for n in 0..20 {
+        let id = client
+            .enqueue(small_integers_request(n))
+            .await
+            .expect("enqueue")
+            .into_inner();
+        ids.insert(id.task_id);
+    }
+    let one = client
+        .get_task(pb::GetTaskRequest {
+            task_id: ids.iter().next().cloned().expect("an id"),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .encoded_len();
+    assert!(
+        (80_000..BOUND / 2).contains(&one),
+        "each task is about 88 KB encoded (16 KB of JSON), got {one}"
+    );
+
+    let pages = all_pages(
+        &mut client,
+        pb::ListTasksRequest {
+            page_size: 500,
+            ..Default::default()
+        },
+    )
+    .await;
+    for (page, bytes) in &pages {
+        assert!(
+            *bytes <= BOUND,
+            "a page of {} tasks is {bytes} bytes encoded, over the bound of {BOUND}",
+            page.tasks.len()
+        );
+    }
+    let seen: Vec<String> = pages
+        .iter()
+        .flat_map(|(page, _)| page.tasks.iter().map(|task| task.id.clone()))
+        .collect();
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no task twice");
+    assert_eq!(unique, ids, "every task once");
+    assert!(
+        pages.len() >= 7,
+        "20 tasks of ~88 KB take at least 7 pages of 256 KiB, got {}",
+        pages.len()
+    );
     intake.stop().await;
 }
 
