@@ -1,6 +1,8 @@
 //! DispatchService over real gRPC with scripted workers: push on commit, capacity,
 //! lease fencing after a lost worker, retries up to WORKER_LOST, lease expiry,
-//! and cancellation reaching the worker — on SQLite and on Postgres.
+//! cancellation reaching the worker, and acknowledgements that say what happened
+//! (no "accepted" for a no-op, `LEASE_LOST` once the lease is gone) — on SQLite
+//! and on Postgres.
 
 mod support;
 
@@ -19,6 +21,8 @@ on_both_backends!(
     attempts_run_out_with_worker_lost,
     an_expired_lease_is_taken_back,
     cancelling_a_running_task_reaches_its_worker,
+    a_release_after_completion_is_not_acknowledged_as_accepted,
+    reports_after_the_rescuer_took_the_task_back_answer_lease_lost,
 );
 
 fn config(url: &str) -> IntakeConfig {
@@ -261,6 +265,128 @@ async fn cancelling_a_running_task_reaches_its_worker(url: &str) {
         .expect("get")
         .into_inner();
     assert_eq!(task.status, "cancelled");
+    intake.stop().await;
+}
+
+async fn status_of(
+    client: &pb::task_service_client::TaskServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> String {
+    client
+        .clone()
+        .get_task(pb::GetTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .status
+}
+
+fn released(assignment: &pb::Assignment, report_id: u64) -> pb::TaskReport {
+    pb::TaskReport {
+        status: pb::ReportStatus::Released.into(),
+        result: None,
+        ..completed(assignment, report_id)
+    }
+}
+
+async fn a_release_after_completion_is_not_acknowledged_as_accepted(url: &str) {
+    let intake = TestIntake::start_with(config(url)).await;
+    let mut client = intake.client.clone();
+    let id = client
+        .enqueue(enqueue_request("Complete, then hand back"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
+    let mut worker = FakeWorker::attach(intake.channel().await, "w1", 1, vec![]).await;
+    let assignment = worker.next_assignment().await;
+    let ack = worker.report(completed(&assignment, 1)).await;
+    assert!(ack.accepted, "{ack:?}");
+
+    // handing back a task that is already finished changes nothing, and the
+    // answer says so instead of "accepted"
+    let ack = worker.report(released(&assignment, 2)).await;
+    assert!(!ack.accepted, "{ack:?}");
+    assert_eq!(ack.reason, "INVALID_TRANSITION", "{ack:?}");
+    assert!(ack.message.contains("completed"), "{ack:?}");
+    let task = client
+        .get_task(pb::GetTaskRequest { task_id: id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!((task.status.as_str(), task.attempt), ("completed", 1));
+    intake.stop().await;
+}
+
+async fn reports_after_the_rescuer_took_the_task_back_answer_lease_lost(url: &str) {
+    let mut config = config(url);
+    config.lease_ttl_seconds = 1;
+    // the rescued task waits in the queue long enough to report against it there
+    config.retry_backoff_base_ms = 1500;
+    config.retry_backoff_max_ms = 1500;
+    let intake = TestIntake::start_with(config).await;
+    let mut client = intake.client.clone();
+    let id = client
+        .enqueue(enqueue_request("Outlive my lease"))
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .task_id;
+    // attached but never heartbeating: the rescuer takes the task back
+    let mut worker = FakeWorker::attach(intake.channel().await, "w1", 1, vec![]).await;
+    let first = worker.next_assignment().await;
+    loop {
+        match worker.next(Duration::from_secs(5)).await {
+            Some(Inbound::LeaseLost(_)) => break,
+            Some(_) => continue,
+            None => panic!("no LeaseLost after the lease expired"),
+        }
+    }
+    assert_eq!(
+        status_of(&client, &id).await,
+        "queued",
+        "rescued, waiting out its backoff"
+    );
+
+    // while the task is queued again: each report under the old lease
+    let ack = worker.report(completed(&first, 1)).await;
+    assert_eq!(
+        (ack.accepted, ack.reason.as_str()),
+        (false, "LEASE_LOST"),
+        "{ack:?}"
+    );
+    let ack = worker.report(released(&first, 2)).await;
+    assert_eq!(
+        (ack.accepted, ack.reason.as_str()),
+        (false, "LEASE_LOST"),
+        "{ack:?}"
+    );
+
+    // and while the next attempt runs under a new lease
+    let retry = worker.next_assignment().await;
+    assert_eq!(
+        (retry.task.as_ref().map(|t| t.id.clone()), retry.attempt),
+        (Some(id.clone()), 2)
+    );
+    let ack = worker.report(completed(&first, 3)).await;
+    assert_eq!(
+        (ack.accepted, ack.reason.as_str()),
+        (false, "LEASE_LOST"),
+        "{ack:?}"
+    );
+    let ack = worker.report(released(&first, 4)).await;
+    assert_eq!(
+        (ack.accepted, ack.reason.as_str()),
+        (false, "LEASE_LOST"),
+        "{ack:?}"
+    );
+    assert_eq!(status_of(&client, &id).await, "running");
+
+    // the current lease still completes it
+    let ack = worker.report(completed(&retry, 5)).await;
+    assert!(ack.accepted, "{ack:?}");
     intake.stop().await;
 }
 

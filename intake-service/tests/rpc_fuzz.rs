@@ -49,9 +49,44 @@ const UNARY: &[&str] = &[
     "/jct.v1.TaskService/UpdateStatus",
     "/jct.v1.OperatorService/GetVersion",
     "/jct.v1.OperatorService/GetSystemStatus",
+    "/jct.v1.OperatorService/ListAuditEvents",
 ];
 const WATCH: &str = "/jct.v1.TaskService/WatchTask";
 const ATTACH: &str = "/jct.v1.DispatchService/Attach";
+
+/// The lists above name every method of the contract, each by its kind: an RPC
+/// added to the proto without being added here fails this test.
+#[test]
+fn every_rpc_of_the_contract_is_fuzzed() {
+    let set = prost_types::FileDescriptorSet::decode(jct::v1::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut contract = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "jct.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                let path = format!("/jct.v1.{}/{}", service.name(), method.name());
+                let kind = match (method.client_streaming(), method.server_streaming()) {
+                    (false, false) => "unary",
+                    (false, true) => "server streaming",
+                    (true, true) => "bidirectional",
+                    (true, false) => "client streaming",
+                };
+                contract.push((path, kind));
+            }
+        }
+    }
+    contract.sort();
+    let mut fuzzed: Vec<(String, &str)> = UNARY
+        .iter()
+        .map(|path| (path.to_string(), "unary"))
+        .chain([
+            (WATCH.to_string(), "server streaming"),
+            (ATTACH.to_string(), "bidirectional"),
+        ])
+        .collect();
+    fuzzed.sort();
+    assert_eq!(fuzzed, contract);
+}
 
 // === a codec that sends bytes as they are ===
 
@@ -536,6 +571,7 @@ enum Call {
     Attach(pb::WorkerHello, Vec<pb::WorkerMessage>),
     Version,
     SystemStatus,
+    Audit(pb::ListAuditEventsRequest),
 }
 
 fn hostile_call() -> impl Strategy<Value = Call> {
@@ -581,6 +617,16 @@ fn hostile_call() -> impl Strategy<Value = Call> {
             .prop_map(|(hello, messages)| Call::Attach(hello, messages)),
         1 => Just(Call::Version),
         1 => Just(Call::SystemStatus),
+        1 => (hostile(), hostile(), any::<i32>(), hostile()).prop_map(
+            |(principal, task_id, page_size, page_token)| {
+                Call::Audit(pb::ListAuditEventsRequest {
+                    principal,
+                    task_id,
+                    page_size,
+                    page_token,
+                })
+            }
+        ),
     ]
 }
 
@@ -641,6 +687,7 @@ async fn hostile_call_is_answered_cleanly(
         Call::Update(request) => unary(channel, UNARY[3], request.encode_to_vec()).await?,
         Call::Version => unary(channel, UNARY[4], Vec::new()).await?,
         Call::SystemStatus => unary(channel, UNARY[5], Vec::new()).await?,
+        Call::Audit(request) => unary(channel, UNARY[6], request.encode_to_vec()).await?,
         Call::Watch(request) => {
             streaming(channel, WATCH, vec![request.encode_to_vec()]).await?;
         }

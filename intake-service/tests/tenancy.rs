@@ -8,13 +8,14 @@ mod support;
 
 use jct::v1 as pb;
 use jct_migrations::on_both_backends;
-use support::{TestIntake, as_caller, enqueue_request, reason};
+use support::{FakeWorker, TestIntake, as_caller, enqueue_request, reason};
 use tonic::Code;
 
 on_both_backends!(
     submitters_see_and_cancel_only_their_own_tasks,
     idempotency_keys_are_scoped_per_principal,
     page_tokens_are_bound_to_the_caller_and_the_filters,
+    only_operators_see_which_worker_runs_a_task,
 );
 
 const TOKENS: &str = "\
@@ -22,6 +23,7 @@ tok-alice,alice,submitter
 tok-bob,bob,submitter
 tok-rita,rita,reader
 tok-olga,olga,operator
+tok-wendy,wendy,worker
 ";
 
 async fn start(url: &str) -> (TestIntake, tempfile::TempDir) {
@@ -289,7 +291,77 @@ async fn page_tokens_are_bound_to_the_caller_and_the_filters(url: &str) {
         list_as(&intake, "tok-alice", page(&engine.encode(bytes))).await,
         "forged",
     );
-    // worker ids are for operators only (none is set yet, but the field is blank)
-    assert!(second.tasks.iter().all(|t| t.worker_id.is_empty()));
+    intake.stop().await;
+}
+
+/// The first version of a task `token` is shown by WatchTask.
+async fn watched_as(intake: &TestIntake, token: &str, id: &str) -> pb::Task {
+    let mut stream = intake
+        .client
+        .clone()
+        .watch_task(as_caller(
+            pb::WatchTaskRequest { task_id: id.into() },
+            token,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("watch message")
+        .expect("the task now")
+}
+
+async fn only_operators_see_which_worker_runs_a_task(url: &str) {
+    let (intake, _dir) = start(url).await;
+    let alices = enqueue_as(&intake, "tok-alice", "Alice's running task").await;
+    let mut worker = FakeWorker::attach_as(
+        intake.channel().await,
+        Some("tok-wendy"),
+        "w-secret",
+        1,
+        vec![],
+    )
+    .await
+    .expect("attach");
+    let assignment = worker.next_assignment().await;
+    assert_eq!(assignment.task.map(|t| t.id), Some(alices.id.clone()));
+
+    for (token, shown) in [
+        ("tok-alice", ""),
+        ("tok-rita", ""),
+        ("tok-olga", "w-secret"),
+    ] {
+        let got = get_as(&intake, token, &alices.id).await.expect("get");
+        assert_eq!(got.status, "running");
+        assert_eq!(got.worker_id, shown, "GetTask as {token}");
+        let listed = list_as(&intake, token, pb::ListTasksRequest::default())
+            .await
+            .expect("list");
+        let listed: Vec<&str> = listed.tasks.iter().map(|t| t.worker_id.as_str()).collect();
+        assert_eq!(listed, vec![shown], "ListTasks as {token}");
+        let watched = watched_as(&intake, token, &alices.id).await;
+        assert_eq!(watched.worker_id, shown, "WatchTask as {token}");
+    }
+    let cancelled = intake
+        .client
+        .clone()
+        .update_status(as_caller(
+            pb::UpdateStatusRequest {
+                task_id: alices.id.clone(),
+                status: "cancelled".into(),
+                ..Default::default()
+            },
+            "tok-alice",
+        ))
+        .await
+        .expect("alice cancels her task")
+        .into_inner();
+    assert_eq!(
+        (cancelled.status.as_str(), cancelled.worker_id.as_str()),
+        ("cancelled", ""),
+        "UpdateStatus as alice"
+    );
     intake.stop().await;
 }
