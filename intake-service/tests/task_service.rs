@@ -580,11 +580,41 @@ async fn clients_only_cancel(url: &str) {
     assert_eq!((task.status.as_str(), task.attempt), ("queued", 0));
     assert!(task.result.is_none());
 
+    // "any other status" is the contract's wording: a status that is no status
+    // at all is not a client's either, and the answer quotes it escaped
+    for other in [
+        "bogus",
+        "Cancelled",
+        " cancelled",
+        "canceled",
+        "\u{202E}cancelled",
+    ] {
+        let status = client
+            .update_status(update(other))
+            .await
+            .expect_err("clients may set only cancelled");
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::PermissionDenied, "WORKER_ONLY_TRANSITION"),
+            "{other:?}"
+        );
+        assert!(
+            !status.message().contains('\u{202E}'),
+            "{}",
+            status.message()
+        );
+    }
+    // no status at all is a schema problem, named as such
     let status = client
-        .update_status(update("bogus"))
+        .update_status(update(""))
         .await
-        .expect_err("unknown status");
+        .expect_err("missing status");
     assert_eq!(reason(&status), "VALIDATION_FAILED");
+    assert!(
+        status.message().contains("status is required"),
+        "{}",
+        status.message()
+    );
 
     // a client's cancellation cannot plant a trace location
     let cancelled = client

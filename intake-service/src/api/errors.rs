@@ -269,8 +269,10 @@ pub fn worker_only_transition(to: &str) -> Status {
         Code::PermissionDenied,
         reasons::WORKER_ONLY_TRANSITION,
         format!(
-            "clients may only cancel a task; {to:?} is reported by the worker holding its lease \
-             over the dispatch stream"
+            "clients may only set status \"cancelled\"; \"{}\" is not for clients (running, \
+             completed and failed are reported by the worker holding the lease, over the \
+             dispatch stream)",
+            jct::text::escape(&to.chars().take(64).collect::<String>())
         ),
     )
 }

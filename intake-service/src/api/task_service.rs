@@ -259,16 +259,20 @@ impl pb::task_service_server::TaskService for TaskApi {
         let request = request.into_inner();
         // running, completed and failed come from the lease holder over the
         // dispatch stream; a client saying so could forge a result or strand a
-        // task in `running` with no lease for the rescuer to expire
-        if TaskStatus::parse(&request.status).is_some_and(|to| to != TaskStatus::Cancelled) {
+        // task in `running` with no lease for the rescuer to expire. The contract
+        // admits `cancelled` and nothing else, so any other status, spelled as a
+        // status or not, is the worker's; only a missing one is a schema error.
+        if !request.status.is_empty() && request.status != TaskStatus::Cancelled.as_str() {
             return Err(errors::worker_only_transition(&request.status));
         }
         let change = read_transition(&StatusFields::from(&request), "").map_err(|violations| {
-            validation_failed(
-                violations
-                    .iter()
-                    .map(|v| (v.field.as_str(), v.description.as_str())),
-            )
+            validation_failed(violations.iter().map(|v| {
+                let description = match v.field.as_str() {
+                    "status" => "is required; clients may set only \"cancelled\"",
+                    _ => v.description.as_str(),
+                };
+                (v.field.as_str(), description)
+            }))
         })?;
         // a lease and a trace location are a worker's to present
         let change = Transition {
