@@ -2,7 +2,7 @@
 """Project rules for the rendered Kubernetes overlays and the image/compose files.
 
 Schema validity is kubernetes-validate's job; this checks what a schema cannot:
-the hardening, probes, shutdown timing and single-writer rules that
+the hardening, probes, shutdown timing, single-writer and shared-secret rules that
 deploy/README.md promises. Called by deploy/check.sh:
 
     check_manifests.py DEPLOY_DIR RENDERED.yaml...
@@ -98,6 +98,11 @@ def check_token_file(where, component, env, container, pod, secrets):
     variable = TOKEN_FILE_VARIABLE.get(component)
     if variable is None:
         return
+    check_secret_file(where, variable, env, container, pod, secrets)
+
+
+def check_secret_file(where, variable, env, container, pod, secrets):
+    """`variable` names a file on a read-only volume of a Secret the overlay generates."""
     path = env.get(variable)
     if not path:
         problem(where, f"{variable} must name a file mounted from a Secret")
@@ -235,6 +240,10 @@ def check_overlay(path, objects):
                     migrate_on_start = env.get("JCT_MIGRATE_ON_START", "true") != "false"
                     if replicas > 1 and migrate_on_start:
                         problem(where, "several replicas must not all migrate on start: set JCT_MIGRATE_ON_START=false")
+                    # each replica signs ListTasks page tokens; a token one
+                    # replica issued must verify on the next, so they share a key
+                    if replicas > 1:
+                        check_secret_file(where, "JCT_PAGE_TOKEN_KEY_FILE", env, c, pod, secrets)
                     if not migrate_on_start and not any(
                         "migrate" in (i.get("args") or []) for i in pod.get("initContainers") or []
                     ):
