@@ -32,6 +32,7 @@ pub mod test_pki;
 pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod traceparent;
 
 #[cfg(test)]
 mod contract_snapshot;

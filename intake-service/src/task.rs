@@ -130,11 +130,16 @@ pub struct TaskSpec {
     pub constraints: Constraints,
     pub inputs: Map<String, Json>,
     pub metadata: Map<String, Json>,
+    /// The W3C `traceparent` the task's run joins (see `jct::traceparent`). Set
+    /// by the intake from the caller's trace context (or made fresh), never by the
+    /// request body; `None` only for tasks stored before it was kept.
+    pub traceparent: Option<String>,
 }
 
 impl TaskSpec {
-    /// Whether `other` asks for the same task (everything but the key itself and
-    /// the submitter, which the key is already scoped to).
+    /// Whether `other` asks for the same task (everything but the key itself, the
+    /// submitter, which the key is already scoped to, and the trace context: a
+    /// retried request is a new trace of the same task).
     pub fn same_request_as(&self, other: &TaskSpec) -> bool {
         self.version == other.version
             && self.requested_by == other.requested_by

@@ -82,6 +82,7 @@ pub fn spec(objective: &str) -> TaskSpec {
         },
         inputs: Default::default(),
         metadata: Default::default(),
+        traceparent: None,
     }
 }
 

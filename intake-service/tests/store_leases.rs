@@ -55,6 +55,7 @@ fn spec(objective: &str) -> TaskSpec {
         },
         inputs: Default::default(),
         metadata: Default::default(),
+        traceparent: None,
     }
 }
 

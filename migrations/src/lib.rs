@@ -11,6 +11,7 @@ mod m20261203_000300_submitted_by;
 mod m20261203_000400_audit_events;
 mod m20261203_000500_queued_at_index;
 mod m20261203_000600_audit_worker_id;
+mod m20261203_000700_task_traceparent;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000400_audit_events::Migration),
             Box::new(m20261203_000500_queued_at_index::Migration),
             Box::new(m20261203_000600_audit_worker_id::Migration),
+            Box::new(m20261203_000700_task_traceparent::Migration),
         ]
     }
 }

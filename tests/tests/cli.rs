@@ -185,6 +185,11 @@ async fn enqueue_watch_get_list_trace_and_status_against_a_running_pair() {
     assert_eq!(task["result"]["executor"], "record");
     assert_eq!(task["error"], Json::Null);
     assert!(task["completed_at"].is_string(), "{task}");
+    let traceparent = task["traceparent"].as_str().unwrap_or_default();
+    assert!(
+        jct::traceparent::Traceparent::parse(traceparent).is_some(),
+        "{task}"
+    );
     let text = jct.run(&["get", &id]).await.ok();
     assert!(
         text.stdout

@@ -89,6 +89,7 @@ pub fn spec_to_pb(spec: &TaskSpec) -> pb::Task {
         }),
         inputs: Some(json_to_struct(&spec.inputs)),
         metadata: Some(json_to_struct(&spec.metadata)),
+        traceparent: spec.traceparent.clone().unwrap_or_default(),
         ..Default::default()
     }
 }

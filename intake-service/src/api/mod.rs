@@ -10,3 +10,4 @@ pub mod operator_service;
 pub mod page_token;
 pub mod status_change;
 pub mod task_service;
+pub mod trace_context;

@@ -24,6 +24,7 @@ use super::errors::{self, validation_failed};
 use super::list_page;
 use super::page_token::{PageTokenError, PageTokens};
 use super::status_change::{StatusFields, read_transition};
+use super::trace_context;
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 500;
@@ -73,6 +74,7 @@ impl TaskApi {
         request: Request<pb::EnqueueRequest>,
     ) -> RpcResult<pb::EnqueueResponse> {
         let principal = caller(&request)?;
+        let sent_trace = trace_context::from_caller(request.metadata());
         let request = request.into_inner();
         let draft = draft_from_request(&request);
         let mut spec = policy::admit(draft, &self.policy).map_err(|rejection| {
@@ -97,6 +99,9 @@ impl TaskApi {
                 created: false,
             }));
         }
+        // a dry run starts no run, so it names no trace; a stored task always does
+        let traceparent = sent_trace.unwrap_or_else(trace_context::fresh);
+        spec.traceparent = Some(traceparent.to_string());
         let enqueued = self
             .store
             .enqueue(spec, self.max_attempts)

@@ -184,6 +184,8 @@ pub(super) fn validate_and_normalize(draft: TaskDraft) -> Result<Checked, Vec<Fi
         constraints,
         inputs,
         metadata,
+        // the caller's trace context, not the request body (the handler sets it)
+        traceparent: None,
     })))
 }
 

@@ -221,6 +221,7 @@ fn valid_draft_is_admitted_exactly_as_it_would_be_stored() {
             },
             inputs: object(json!({"issue": 42, "tags": ["a", "b"]})),
             metadata: object(json!({"source": "unit-test"})),
+            traceparent: None,
         }
     );
 }

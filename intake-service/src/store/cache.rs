@@ -137,6 +137,7 @@ fn estimated_bytes(task: &Task) -> u64 {
         spec.target.repo.len(),
         spec.target.ref_name.len(),
         spec.target.path.len(),
+        spec.traceparent.as_ref().map_or(0, String::len),
         task.worker_id.as_ref().map_or(0, String::len),
         task.trace_uri.as_ref().map_or(0, String::len),
         task.error
@@ -207,6 +208,7 @@ mod tests {
                 },
                 inputs,
                 metadata: Map::new(),
+                traceparent: None,
             },
             status: Status::Queued,
             created_at: 1,

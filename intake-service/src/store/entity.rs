@@ -51,6 +51,8 @@ pub struct Model {
     /// trigger reads them); NULL for the intake's own moves.
     pub changed_by: Option<String>,
     pub changed_via: Option<String>,
+    /// W3C trace context of the enqueue; NULL for tasks from before it was kept.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -99,6 +101,7 @@ impl Model {
             error_message: None,
             changed_by: None,
             changed_via: None,
+            traceparent: spec.traceparent.clone(),
         }
     }
 
@@ -144,6 +147,7 @@ impl Model {
                 },
                 inputs: parse_object(self.id, "inputs", &self.inputs)?,
                 metadata: parse_object(self.id, "metadata", &self.metadata)?,
+                traceparent: self.traceparent,
             },
             status,
             created_at: self.created_at,

@@ -193,6 +193,7 @@ mod tests {
                 },
                 inputs: Default::default(),
                 metadata: Default::default(),
+                traceparent: None,
             },
             status,
             created_at: 1,

@@ -227,6 +227,7 @@ pub fn task(task: &pb::Task) -> Json {
         "worker_id": task.worker_id,
         "submitted_by": task.submitted_by,
         "trace_uri": task.trace_uri,
+        "traceparent": task.traceparent,
         "result": task.result.as_ref().map(|r| object(Some(r))),
         "error": task.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
     })

@@ -191,6 +191,10 @@ pub fn task_detail(task: &pb::Task) -> String {
     if !task.trace_uri.is_empty() {
         lines.push(("trace", cell(&task.trace_uri)));
     }
+    // the id to search a tracing backend for
+    if let Some(context) = jct::traceparent::Traceparent::parse(&task.traceparent) {
+        lines.push(("trace id", context.trace_id_hex()));
+    }
     if let Some(text) = task.result.as_ref().and_then(compact_struct) {
         lines.push(("result", text));
     }
