@@ -11,12 +11,12 @@ use tracing::{info, warn};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format, "jct-intake")?;
 
     if let Some(Command::Migrate) = cli.command {
-        store::migrate_only(&config.database_url)
-            .await
-            .context("migration failed")?;
+        let migrated = store::migrate_only(&config.database_url).await;
+        telemetry.shutdown();
+        migrated.context("migration failed")?;
         info!(database = %store::redact(&config.database_url), "migrations applied");
         return Ok(());
     }
@@ -36,6 +36,9 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(130);
         });
     };
-    serve(config, listener, shutdown).await?;
+    let served = serve(config, listener, shutdown).await;
+    // the last spans (the drain's) are exported before the process ends
+    telemetry.shutdown();
+    served?;
     Ok(())
 }

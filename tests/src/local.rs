@@ -20,7 +20,7 @@ const LOCAL_PREFIX: &str = "myorg/";
 /// Runs the pair until Ctrl-C or SIGTERM.
 pub async fn run() -> anyhow::Result<()> {
     let worker_config = WorkerConfig::defaults();
-    jct::telemetry::init(worker_config.log_format);
+    let telemetry = jct::telemetry::init(worker_config.log_format, "jct-local")?;
     let mut intake_config = IntakeConfig::for_database(
         std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| intake_service::config::DEFAULT_DATABASE_URL.to_string()),
@@ -59,8 +59,9 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(60), worker.stop())
         .await
         .context("worker did not stop")??;
-    intake.stop().await?;
-    Ok(())
+    let stopped = intake.stop().await;
+    telemetry.shutdown();
+    stopped
 }
 
 /// What to try, with grpcurl and with `jct`.

@@ -89,6 +89,16 @@ async fn a_recorded_task_completes_with_a_complete_trace(url: &str) {
         manifest["worker_id"].as_str(),
         Some(task.worker_id.as_str())
     );
+    // the trace the run belongs to, also without a span exporter
+    let context = jct::traceparent::Traceparent::parse(&task.traceparent).expect("traceparent");
+    assert_eq!(
+        manifest["trace_id"].as_str(),
+        Some(context.trace_id_hex().as_str())
+    );
+    assert_eq!(
+        manifest["traceparent"].as_str(),
+        Some(task.traceparent.as_str())
+    );
     let stored: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(folder.join("task.json")).expect("task.json"),
     )

@@ -7,8 +7,11 @@ use worker_service::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
-    telemetry::init(config.log_format);
-    worker_service::run(config, shutdown_signal()).await?;
+    let telemetry = telemetry::init(config.log_format, "jct-worker")?;
+    let ran = worker_service::run(config, shutdown_signal()).await;
+    // the drained runs' spans are exported before the process ends
+    telemetry.shutdown();
+    ran?;
     Ok(())
 }
 

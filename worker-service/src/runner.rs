@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use jct::reasons::task_error;
 use jct::structs::json_to_struct;
+use jct::traceparent::Traceparent;
 use jct::v1 as pb;
 use jct::v1::ReportStatus;
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::executor::{self, CommandConfig, ExecutorKind, Outcome};
@@ -67,7 +68,9 @@ pub struct RunnerContext {
     pub reporter: Reporter,
 }
 
-/// Runs an assignment to its end and reports it.
+/// Runs an assignment to its end and reports it, in a `jct.task.run` span that
+/// is a child of the task's stored traceparent (the Enqueue's span, or the
+/// enqueuing client's): one trace from enqueue to run.
 /// `received_at` is when the assignment reached the worker (the `assigned` event).
 pub async fn run(
     context: Arc<RunnerContext>,
@@ -83,6 +86,39 @@ pub async fn run(
         return;
     };
     let attempt = assignment.attempt.max(1);
+    // a consumer span: the task was produced by the Enqueue and is run here
+    let span = info_span!(
+        "jct.task.run",
+        otel.kind = "consumer",
+        task_id = %task_id,
+        attempt,
+        worker_id = %context.worker_id,
+    );
+    if let Some(parent) = Traceparent::parse(&task.traceparent) {
+        jct::telemetry::set_remote_parent(&span, &parent);
+    }
+    run_attempt(
+        context,
+        assignment,
+        task,
+        task_id,
+        attempt,
+        control,
+        received_at,
+    )
+    .instrument(span)
+    .await;
+}
+
+async fn run_attempt(
+    context: Arc<RunnerContext>,
+    assignment: pb::Assignment,
+    task: pb::Task,
+    task_id: Uuid,
+    attempt: i32,
+    control: Arc<TaskControl>,
+    received_at: String,
+) {
     let started = Instant::now();
     let recorded = record_run(
         &context,
@@ -93,6 +129,10 @@ pub async fn run(
         &control,
         received_at,
     )
+    .instrument(info_span!(
+        "jct.task.execute",
+        executor = context.executor.as_str()
+    ))
     .await;
     let (trace_uri, outcome) = match recorded {
         Ok(done) => done,
@@ -144,7 +184,11 @@ pub async fn run(
         ReportStatus::Cancelled => "cancelled",
         _ => "released",
     });
-    let ack = context.reporter.deliver(report, &control).await;
+    let ack = context
+        .reporter
+        .deliver(report, &control)
+        .instrument(info_span!("jct.task.report", status))
+        .await;
     info!(
         %task_id, attempt, %status,
         accepted = ack.as_ref().is_some_and(|a| a.accepted),
@@ -191,6 +235,8 @@ struct Attempt {
     worker_id: String,
     executor: &'static str,
     started_at: String,
+    /// The trace the run joins: the task's stored traceparent.
+    trace: Option<Traceparent>,
 }
 
 impl Attempt {
@@ -216,6 +262,9 @@ impl Attempt {
             "task_id": self.task_id.to_string(), "attempt": self.number, "worker_id": self.worker_id,
             "executor": self.executor, "started_at": self.started_at, "finished_at": trace::now_rfc3339(),
             "status": status,
+            // which trace holds this run's spans (null for a task stored without one)
+            "trace_id": self.trace.map(|trace| trace.trace_id_hex()),
+            "traceparent": self.trace.map(|trace| trace.to_string()),
         });
         if let (Some(manifest), Json::Object(extra)) = (manifest.as_object_mut(), extra) {
             manifest.extend(extra);
@@ -244,6 +293,7 @@ async fn record_run(
         worker_id: context.worker_id.clone(),
         executor: context.executor.as_str(),
         started_at: trace::now_rfc3339(),
+        trace: Traceparent::parse(&task.traceparent),
     };
 
     if context.executor == ExecutorKind::Record {

@@ -40,6 +40,8 @@ pub fn task_to_json(task: &pb::Task) -> Json {
         "attempt": task.attempt,
         "max_attempts": task.max_attempts,
         "worker_id": task.worker_id,
+        // a program that traces its own work can continue the task's trace
+        "traceparent": task.traceparent,
     })
 }
 

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use futures::Stream;
 use jct::reasons;
+use jct::telemetry;
+use jct::traceparent::Traceparent;
 use jct::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -69,12 +72,13 @@ impl TaskApi {
     }
 
     /// Enqueue's work; the trait method counts its outcome.
+    /// `run_parent` is the trace context a stored task keeps for its runs.
     async fn admit_and_store(
         &self,
         request: Request<pb::EnqueueRequest>,
+        run_parent: Traceparent,
     ) -> RpcResult<pb::EnqueueResponse> {
         let principal = caller(&request)?;
-        let sent_trace = trace_context::from_caller(request.metadata());
         let request = request.into_inner();
         let draft = draft_from_request(&request);
         let mut spec = policy::admit(draft, &self.policy).map_err(|rejection| {
@@ -100,8 +104,7 @@ impl TaskApi {
             }));
         }
         // a dry run starts no run, so it names no trace; a stored task always does
-        let traceparent = sent_trace.unwrap_or_else(trace_context::fresh);
-        spec.traceparent = Some(traceparent.to_string());
+        spec.traceparent = Some(run_parent.to_string());
         let enqueued = self
             .store
             .enqueue(spec, self.max_attempts)
@@ -141,7 +144,32 @@ impl pb::task_service_server::TaskService for TaskApi {
         request: Request<pb::EnqueueRequest>,
     ) -> RpcResult<pb::EnqueueResponse> {
         let validate_only = request.get_ref().validate_only;
-        let answer = self.admit_and_store(request).await;
+        let sent = trace_context::from_caller(request.metadata());
+        let span = tracing::info_span!(
+            "jct.v1.TaskService/Enqueue",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "jct.v1.TaskService",
+            rpc.method = "Enqueue",
+            task_id = tracing::field::Empty,
+        );
+        if let Some(sent) = &sent {
+            telemetry::set_remote_parent(&span, sent);
+        }
+        // the task's runs are children of this span when it is exported, so the
+        // trace reads client → Enqueue → run; otherwise of the caller's span
+        let run_parent = telemetry::traceparent_of(&span)
+            .or(sent)
+            .unwrap_or_else(trace_context::fresh);
+        let answer = self
+            .admit_and_store(request, run_parent)
+            .instrument(span.clone())
+            .await;
+        if let Ok(response) = &answer
+            && !response.get_ref().task_id.is_empty()
+        {
+            span.record("task_id", response.get_ref().task_id.as_str());
+        }
         match &answer {
             Ok(_) if validate_only => metrics::enqueue("validated", ""),
             Ok(_) => metrics::enqueue("accepted", ""),
