@@ -23,6 +23,7 @@ on_both_backends!(
     releases_follow_their_reason,
     transitions_are_guarded_by_the_lease,
     a_restarted_intake_keeps_reattaching_workers_tasks,
+    a_cancel_recorded_while_the_intake_was_down_reaches_the_worker_as_a_cancel,
 );
 
 const TTL: Duration = Duration::from_secs(30);
@@ -347,5 +348,54 @@ async fn a_restarted_intake_keeps_reattaching_workers_tasks(url: &str) {
         .expect("get")
         .into_inner();
     assert_eq!((done.status.as_str(), done.attempt), ("completed", 1));
+    intake.stop().await;
+}
+
+/// A client's cancel was committed but the intake died before forwarding it (here:
+/// recorded while no intake runs). The worker that reattaches with the lease must
+/// be told to cancel, so its trace says `cancelled`, not be told its lease is lost.
+async fn a_cancel_recorded_while_the_intake_was_down_reaches_the_worker_as_a_cancel(url: &str) {
+    let store = open(url).await;
+    enqueue_many(&store, 1, 3).await;
+    let claimed = store.claim("w1", 1, TTL).await.expect("claim");
+    let (task_id, token) = lease_of(&claimed[0]);
+    let cancelled = store
+        .transition(change(&claimed[0], Status::Cancelled, None))
+        .await
+        .expect("a client cancel");
+    assert_eq!(cancelled.status, Status::Cancelled);
+    store.close().await;
+
+    let mut config = IntakeConfig::for_database(url);
+    config.allowed_repo_prefixes = "myorg/".into();
+    config.shutdown_grace_seconds = 5;
+    let intake = TestIntake::start_with(config).await;
+    let lease = pb::LeaseRef {
+        task_id: task_id.to_string(),
+        lease_token: token.to_string(),
+    };
+    let mut worker = FakeWorker::attach(intake.channel().await, "w1", 1, vec![lease.clone()]).await;
+    worker
+        .send(pb::worker_message::Kind::Heartbeat(pb::Heartbeat {
+            leases: vec![lease],
+        }))
+        .await;
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match worker.next(Duration::from_secs(10)).await {
+                Some(pb::dispatch_message::Kind::Cancel(cancel)) => return Ok(cancel.task_id),
+                Some(pb::dispatch_message::Kind::LeaseLost(lost)) => return Err(lost.task_id),
+                Some(_) => continue,
+                None => panic!("the intake said nothing about the cancelled task's lease"),
+            }
+        }
+    })
+    .await
+    .expect("an answer about the lease");
+    assert_eq!(
+        told,
+        Ok(task_id.to_string()),
+        "told LeaseLost instead of Cancel"
+    );
     intake.stop().await;
 }
