@@ -25,6 +25,7 @@ pub mod metrics_endpoint;
 pub mod names;
 pub mod reasons;
 pub mod structs;
+pub mod task_json;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 #[cfg(feature = "test-pki")]

@@ -18,9 +18,9 @@ use uuid::Uuid;
 use crate::executor::{self, CommandConfig, CommandEnd, CommandReport, CommandRun, Outcome};
 use crate::outputs::{self, OutputsRecord};
 use crate::runner::RunnerContext;
-use crate::task_json::task_to_json;
 use crate::trace::{self, TraceFolder};
 use crate::workspace::{self, Budget, DiffCapture, Workspace, WorkspaceError};
+use jct::task_json::task as task_to_json;
 
 /// Runs the attempt; returns the outcome, the manifest's fields and the trace.
 pub async fn run(

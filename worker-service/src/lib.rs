@@ -16,7 +16,6 @@ pub mod outputs;
 pub mod reporter;
 pub mod runner;
 pub mod session;
-pub mod task_json;
 pub mod trace;
 pub mod worker;
 pub mod workspace;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::executor::{self, CommandConfig, ExecutorKind, Outcome};
 use crate::reporter::Reporter;
-use crate::task_json::task_to_json;
 use crate::trace::{self, TraceFolder};
+use jct::task_json::task as task_to_json;
 
 /// Why a running task is being stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,9 +5,9 @@
 //! to resolve as it does for every client). Writing: the stable output of
 //! `-o json` (documented in the README, "The jct CLI").
 
-use jct::structs::{json_to_struct, struct_to_json};
+use jct::structs::json_to_struct;
 use jct::v1 as pb;
-use prost_types::{Struct, Timestamp};
+use prost_types::Struct;
 use serde_json::{Map, Value as Json, json};
 
 // ---------------------------------------------------------------- reading
@@ -194,44 +194,7 @@ pub fn key_value(pair: &str) -> Result<(String, Json), String> {
 
 // ---------------------------------------------------------------- writing
 
-/// A task as `-o json` prints it: every field of `jct.v1.Task` under its
-/// contract name; unset timestamps, `result` and `error` are `null`.
-pub fn task(task: &pb::Task) -> Json {
-    json!({
-        "id": task.id,
-        "version": task.version,
-        "idempotency_key": task.idempotency_key,
-        "requested_by": task.requested_by.as_ref().map(|r| json!({
-            "kind": r.kind, "id": r.id, "label": r.label,
-        })),
-        "objective": task.objective,
-        "operation": task.operation,
-        "target": task.target.as_ref().map(|t| json!({
-            "repo": t.repo, "ref": t.r#ref, "path": t.path,
-        })),
-        "constraints": task.constraints.as_ref().map(|c| json!({
-            "time_budget_seconds": c.time_budget_seconds,
-            "allow_network": c.allow_network,
-            "allow_secrets": c.allow_secrets,
-        })),
-        "inputs": object(task.inputs.as_ref()),
-        "metadata": object(task.metadata.as_ref()),
-        "status": task.status,
-        "created_at": time(task.created_at.as_ref()),
-        "queued_at": time(task.queued_at.as_ref()),
-        "started_at": time(task.started_at.as_ref()),
-        "completed_at": time(task.completed_at.as_ref()),
-        "updated_at": time(task.updated_at.as_ref()),
-        "attempt": task.attempt,
-        "max_attempts": task.max_attempts,
-        "worker_id": task.worker_id,
-        "submitted_by": task.submitted_by,
-        "trace_uri": task.trace_uri,
-        "traceparent": task.traceparent,
-        "result": task.result.as_ref().map(|r| object(Some(r))),
-        "error": task.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
-    })
-}
+pub use jct::task_json::{system_time, task, time};
 
 /// What `jct enqueue -o json` prints.
 pub fn enqueue_response(response: &pb::EnqueueResponse) -> Json {
@@ -241,30 +204,6 @@ pub fn enqueue_response(response: &pb::EnqueueResponse) -> Json {
         "created": response.created,
         "task": response.task.as_ref().map(task),
     })
-}
-
-fn object(value: Option<&Struct>) -> Json {
-    // a Struct holding NaN cannot be JSON; the intake refuses those, so this is
-    // only a fallback that keeps the output valid
-    Json::Object(
-        value
-            .and_then(|s| struct_to_json(s).ok())
-            .unwrap_or_default(),
-    )
-}
-
-/// RFC 3339 with microseconds (`2026-12-03T10:00:00.123456Z`), or `null`.
-pub fn time(value: Option<&Timestamp>) -> Json {
-    system_time(value).map_or(Json::Null, |at| {
-        Json::String(humantime::format_rfc3339_micros(at).to_string())
-    })
-}
-
-pub fn system_time(value: Option<&Timestamp>) -> Option<std::time::SystemTime> {
-    let ts = value?;
-    let seconds = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
-    Some(std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos))
 }
 
 #[cfg(test)]
@@ -350,24 +289,5 @@ mod tests {
         );
         assert!(key_value("novalue").is_err());
         assert!(key_value("=x").is_err());
-    }
-
-    #[test]
-    fn task_json_has_every_field_with_nulls_for_unset() {
-        let t = pb::Task {
-            id: "t1".into(),
-            status: "queued".into(),
-            created_at: Some(Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 5_000,
-            }),
-            ..Default::default()
-        };
-        let out = task(&t);
-        assert_eq!(out["created_at"], json!("2023-11-14T22:13:20.000005Z"));
-        assert_eq!(out["started_at"], Json::Null);
-        assert_eq!(out["error"], Json::Null);
-        assert_eq!(out["result"], Json::Null);
-        assert_eq!(out["inputs"], json!({}));
     }
 }
