@@ -101,6 +101,44 @@ impl IntakeHandle {
         Ok(IntakeHandle { addr, service })
     }
 
+    /// Starts an intake and waits until its health says SERVING. The listener is
+    /// bound before the service starts, so a start that fails afterwards (the
+    /// previous intake's database lock not yet released, say) would otherwise
+    /// look like a running intake that refuses connections.
+    pub async fn start_serving(
+        config: IntakeConfig,
+        addr: SocketAddr,
+        patience: Duration,
+    ) -> anyhow::Result<IntakeHandle> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+        let mut intake = IntakeHandle::start(config, addr)?;
+        let channel = tonic::transport::Endpoint::from_shared(intake.url())?.connect_lazy();
+        let mut health = HealthClient::new(channel);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(done) = intake.service.done.as_mut()
+                && let Ok(outcome) = done.try_recv()
+            {
+                intake.service.done = None;
+                outcome?;
+                anyhow::bail!("the intake stopped while starting");
+            }
+            let serving = health
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32);
+            if serving {
+                return Ok(intake);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the intake did not become ready within {patience:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -634,8 +634,11 @@ async fn a_watch_outlives_an_intake_restart() {
 
     // a drain (as at a rolling restart) ends the watch's stream under it
     intake.stop().await.expect("intake stops");
-    let intake = jct_e2e::eventually(Duration::from_secs(10), || async {
-        IntakeHandle::start(intake_config(&database.url), addr).ok()
+    // the first tries may fail while the old intake's lock and port are let go
+    let intake = jct_e2e::eventually(Duration::from_secs(20), || async {
+        IntakeHandle::start_serving(intake_config(&database.url), addr, Duration::from_secs(5))
+            .await
+            .ok()
     })
     .await
     .expect("the intake restarts on the same address");
