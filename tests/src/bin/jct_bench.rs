@@ -776,13 +776,10 @@ async fn bench_sandbox(runs: usize) -> anyhow::Result<()> {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
     let workspace = dir.path().join("ws");
     std::fs::create_dir(&workspace)?;
-    let config = executor::CommandConfig {
-        program: vec!["/bin/true".into()],
-        network_isolation: executor::NetworkIsolation::Required,
-        limits: executor::ResourceLimits::default(),
-        output_limit_bytes: 1 << 20,
-        sandbox: executor::SandboxConfig::default(),
-    };
+    // the worker's own defaults, limits included: a start pays for its cgroup
+    let mut worker = worker_service::config::WorkerConfig::defaults();
+    worker.executor_command = Some("/bin/true".into());
+    let config = worker.command_config().map_err(anyhow::Error::msg)?;
     if let Some(uid) = executor::sandbox::workspace_owner(&config.sandbox) {
         std::os::unix::fs::lchown(&workspace, Some(uid), Some(uid))?;
     }
@@ -852,6 +849,7 @@ async fn bench_sandbox(runs: usize) -> anyhow::Result<()> {
     }
     let base = bwrap.value_at_quantile(0.5) as f64;
     println!("runs: {runs} each, interleaved; times are start to exit (reaped)");
+    println!("executor limits: {:?}", config.limits);
     println!("| run | p50 ms | p99 ms | p50 ratio to bare bwrap |");
     println!("|---|---|---|---|");
     for (name, h) in [
