@@ -9,8 +9,12 @@
 //! CI). The task's cgroup is made under the worker's own, so a container's
 //! limits still apply above it.
 //!
-//! The program's first process joins the cgroup between fork and exec (through a
-//! `cgroup.procs` descriptor opened here), so nothing it forks is ever outside.
+//! A plain program's first process joins the cgroup between fork and exec
+//! (through a `cgroup.procs` descriptor opened here), so nothing it forks is ever
+//! outside. A sandboxed one is moved in from outside while bubblewrap builds the
+//! sandbox ([`Placement`]); its start gate opens only once bubblewrap, the init
+//! and the gate process are proven inside (see `init`), so nothing the program
+//! forks is ever outside either.
 
 use std::fs;
 use std::io;
@@ -261,13 +265,7 @@ impl TaskCgroup {
 
     /// The processes in the cgroup (empty when none or unreadable).
     fn members(&self) -> Vec<i32> {
-        let mut pids = Vec::new();
-        for dir in self.dirs() {
-            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
-        }
-        pids
+        self.dirs().flat_map(|dir| read_members(dir)).collect()
     }
 
     /// SIGKILLs every member. The pid namespace already took the tree down;
@@ -308,27 +306,131 @@ impl TaskCgroup {
 
     /// Kills what is left, waits (up to `patience`) until the cgroup is empty and
     /// removes it. Returns whether it was proven empty.
-    pub async fn remove(mut self, patience: Duration) -> bool {
+    pub async fn remove(self, patience: Duration) -> bool {
+        // on a blocking thread: the kernel releases a just-reaped tree's cgroup
+        // within a few hundred microseconds, finer than tokio's 1 ms timer
+        tokio::task::spawn_blocking(move || self.remove_blocking(patience))
+            .await
+            .unwrap_or(false)
+    }
+
+    fn remove_blocking(mut self, patience: Duration) -> bool {
         let started = Instant::now();
+        let mut pause = Backoff::default();
         let mut empty = self.members().is_empty();
         while !empty && started.elapsed() < patience {
             self.kill_all();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            pause.sleep();
             empty = self.members().is_empty();
         }
         self.procs.clear();
         for dir in std::mem::take(&mut self.made) {
             // an empty cgroup may take a moment to be released by the kernel
-            for _ in 0..50 {
+            // (EBUSY right after the last member was reaped)
+            let mut pause = Backoff::default();
+            let started = Instant::now();
+            loop {
                 match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(_) if started.elapsed() >= RMDIR_PATIENCE => break,
+                    Err(_) => pause.sleep(),
                 }
             }
         }
         empty
     }
+
+    /// A second handle on the cgroup's `cgroup.procs`, to move a started process
+    /// tree in from outside (see [`Placement`]).
+    pub fn placement(&self) -> io::Result<Placement> {
+        let mut procs = Vec::new();
+        for fd in &self.procs {
+            procs.push(fd.try_clone()?);
+        }
+        Ok(Placement {
+            dirs: self.made.clone(),
+            procs,
+        })
+    }
+}
+
+/// How long an emptied cgroup's directory may stay busy before it is left to
+/// [`reap_stale`].
+const RMDIR_PATIENCE: Duration = Duration::from_millis(250);
+
+/// Sleeps of 50 µs doubling up to 5 ms: what the kernel usually needs is well
+/// under a millisecond, what it may need under load is longer.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_micros(50))
+    }
+}
+
+impl Backoff {
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Moves processes into a task's cgroup from outside (by pid), for a tree
+/// started before it joins: a move waits for an RCU grace period (the cgroup
+/// threadgroup lock), milliseconds on a busy host, which then overlaps the
+/// sandbox's set-up instead of preceding the spawn.
+#[derive(Debug)]
+pub struct Placement {
+    dirs: Vec<PathBuf>,
+    procs: Vec<OwnedFd>,
+}
+
+impl Placement {
+    /// Moves `pid` (the whole process) into every hierarchy of the cgroup.
+    pub fn adopt(&self, pid: i32) -> io::Result<()> {
+        let text = pid.to_string();
+        for (fd, dir) in self.procs.iter().zip(&self.dirs) {
+            rustix::io::write(fd, text.as_bytes())
+                .map_err(|e| context(e.into(), &dir.join("cgroup.procs")))?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure every one of `pids` is in every hierarchy of the cgroup
+    /// (moving those that are not), and proves it by reading each
+    /// `cgroup.procs` back.
+    pub fn ensure(&self, pids: &[i32]) -> io::Result<()> {
+        for (fd, dir) in self.procs.iter().zip(&self.dirs) {
+            let members = read_members(dir);
+            for pid in pids.iter().filter(|p| !members.contains(p)) {
+                rustix::io::write(fd, pid.to_string().as_bytes())
+                    .map_err(|e| context(e.into(), &dir.join("cgroup.procs")))?;
+            }
+        }
+        for dir in &self.dirs {
+            let members = read_members(dir);
+            if let Some(pid) = pids.iter().find(|p| !members.contains(p)) {
+                return Err(io::Error::other(format!(
+                    "process {pid} is not in {} after being moved there",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pids listed in `dir`'s `cgroup.procs` (empty when unreadable).
+fn read_members(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for TaskCgroup {

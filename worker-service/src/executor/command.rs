@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::process::Child;
@@ -233,9 +233,6 @@ fn bound(
     if let Some(mb) = limits.file_size_mb {
         setup.file_size_rlimit(mb);
     }
-    if let Some(cgroup) = &bounds.cgroup {
-        setup.cgroup_procs = cgroup.procs_fds();
-    }
     Ok(bounds.cgroup)
 }
 
@@ -298,6 +295,14 @@ fn spawn_sandboxed(
         ..ChildSetup::default()
     };
     let cgroup = bound(config, uid, run.time_budget, &mut setup, facts)?;
+    // bubblewrap joins the cgroup from outside while it builds the sandbox (see
+    // `init::CgroupJoin`), not between fork and exec: a join waits for an RCU
+    // grace period, which would otherwise come before everything else
+    let placement = cgroup
+        .as_ref()
+        .map(TaskCgroup::placement)
+        .transpose()
+        .map_err(|e| unavailable(format!("cannot open the task's cgroup: {e}")))?;
     let (info_read, info_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| unavailable(format!("cannot create a pipe: {e}")))?;
     setup.inherit.push(info_write.as_raw_fd());
@@ -336,6 +341,17 @@ fn spawn_sandboxed(
     let child =
         spawner::spawn(cmd).map_err(|e| unavailable(format!("cannot start bubblewrap: {e}")))?;
     drop(info_write);
+    let join = match placement {
+        None => None,
+        Some(cgroup) => {
+            // dropping the child kills it: the gate never opened
+            let bwrap = child
+                .id()
+                .and_then(|pid| i32::try_from(pid).ok())
+                .ok_or_else(|| unavailable("bubblewrap exited before joining the task's cgroup"))?;
+            Some(init::CgroupJoin { bwrap, cgroup })
+        }
+    };
     drop(filter);
     facts.mode = MODE_BWRAP.into();
     facts.filesystem = "system directories, the program and JCT_SANDBOX_READONLY_PATHS \
@@ -349,7 +365,7 @@ fn spawn_sandboxed(
             ""
         }
     );
-    let init = Some(InitWatch::start(info_read));
+    let init = Some(InitWatch::start(info_read, join));
     Ok(Started {
         child,
         init,
@@ -367,6 +383,10 @@ fn spawn_plain(
     let uid = rustix::process::geteuid().as_raw();
     let mut setup = ChildSetup::default();
     let cgroup = bound(config, uid, run.time_budget, &mut setup, facts)?;
+    if let Some(cgroup) = &cgroup {
+        // no gate to hold a plain program: it joins before exec
+        setup.cgroup_procs = cgroup.procs_fds();
+    }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -410,10 +430,10 @@ async fn supervise(
     let stdout_file = tokio::fs::File::from_std(run.stdout);
     let stderr_file = tokio::fs::File::from_std(run.stderr);
     let gate = program.init.as_ref().map(InitWatch::view);
-    let gate_refused = AtomicBool::new(false);
+    let gate_refusal = OnceLock::new();
     let mut io = Box::pin(async {
         tokio::join!(
-            feed(stdin, run.task_json, gate, &gate_refused),
+            feed(stdin, run.task_json, gate, &gate_refusal),
             capture::drain(stdout, stdout_file, out),
             capture::drain(stderr, stderr_file, err),
         );
@@ -466,13 +486,10 @@ async fn supervise(
         tracing::warn!("output pipes still open after the program ended; abandoned");
     }
     drop(io);
-    if gate_refused.load(Ordering::Relaxed)
+    if let Some(reason) = gate_refusal.get()
         && matches!(end, CommandEnd::Exited { code } if code == init::GATE_CLOSED_EXIT)
     {
-        end = unavailable(
-            "the sandbox's init was not seen to arm its parent-death signal in time; \
-             the program was not run",
-        );
+        end = unavailable(format!("{reason}; the program was not run"));
     }
     // bubblewrap's own failure (before the program ran) is a sandbox failure
     if sandboxed
@@ -486,19 +503,20 @@ async fn supervise(
 }
 
 /// Writes the task to the program's stdin; in the sandbox, behind the gate
-/// line, once the init is armed (see [`super::init`]). If it never is, stdin is
-/// closed unopened: the gate exits and the program never runs.
+/// line, once the init is armed and the tree in the task's cgroup (see
+/// [`super::init`]). If not, stdin is closed unopened (and `refused` says why):
+/// the gate exits and the program never runs.
 async fn feed(
     stdin: Option<tokio::process::ChildStdin>,
     task_json: Vec<u8>,
     gate: Option<InitView>,
-    refused: &AtomicBool,
+    refused: &OnceLock<String>,
 ) {
     let input = match gate {
         None => task_json,
         Some(gate) => {
-            if !gate.armed().await {
-                refused.store(true, Ordering::Relaxed);
+            if let Err(reason) = gate.opened().await {
+                let _ = refused.set(reason);
                 return;
             }
             [init::GATE_LINE, &task_json].concat()
@@ -808,7 +826,7 @@ mod tests {
             .expect("join");
             let mut started = started.expect("started");
             let gate = started.init.as_ref().expect("init").view();
-            assert!(gate.armed().await, "the init armed");
+            assert_eq!(gate.opened().await, Ok(()), "the init armed");
             let mut stdin = started.child.stdin.take().expect("stdin");
             tokio::io::AsyncWriteExt::write_all(&mut stdin, init::GATE_LINE)
                 .await
@@ -971,6 +989,53 @@ mod tests {
             file_size_mb: None,
         };
         cfg
+    }
+
+    /// bubblewrap joins the task's cgroup from outside, during its set-up: the
+    /// gate holds the program until then, so what it forks is inside too.
+    #[tokio::test]
+    async fn the_sandboxed_tree_runs_in_the_task_cgroup() {
+        let fx = Fixture::new();
+        let mark = marker();
+        let run = fx.run();
+        let cancel = run.cancel.clone();
+        let cfg = bounded(&format!("sleep {mark} & wait"));
+        let task = tokio::spawn(async move { super::run(&cfg, run).await });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut cgroups = None;
+        while cgroups.is_none() && std::time::Instant::now() < deadline {
+            cgroups = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        c.starts_with(b"sleep\0") && String::from_utf8_lossy(&c).contains(&mark)
+                    })
+                })
+                .and_then(|e| std::fs::read_to_string(e.path().join("cgroup")).ok());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        let report = task.await.expect("run");
+        let cgroups = cgroups.expect("the program's sleep was seen");
+        if report.sandbox.processes.starts_with("cgroup v1") {
+            for controller in ["pids", "memory", "cpu"] {
+                let line = cgroups
+                    .lines()
+                    .find(|l| {
+                        l.split(':')
+                            .nth(1)
+                            .is_some_and(|c| c.split(',').any(|c| c == controller))
+                    })
+                    .unwrap_or_default();
+                assert!(line.contains("/jct-task-"), "{controller}: {cgroups}");
+            }
+        } else if report.sandbox.processes.starts_with("cgroup v2") {
+            assert!(cgroups.contains("/jct-task-"), "{cgroups}");
+        }
+        assert_eq!(report.end, CommandEnd::Cancelled);
+        assert!(report.tree_dead);
     }
 
     /// The limits hold for the task as a whole (a cgroup) where this host

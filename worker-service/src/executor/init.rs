@@ -14,12 +14,21 @@
 //! which bubblewrap's init reaches only after arming. A worker that dies before
 //! closes stdin with it: the gate exits without running anything, and the init,
 //! left without children, exits too.
+//!
+//! The same gate holds the program until its tree is in the task's cgroup:
+//! bubblewrap is moved in from outside while it builds the sandbox (a move waits
+//! for an RCU grace period, which so overlaps the set-up instead of preceding the
+//! spawn), and the line is written only once bubblewrap, the init and the gate
+//! are read back from the cgroup's `cgroup.procs`. Nothing forks meanwhile (the
+//! init waits, the gate reads), so everything the program forks is inside.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+
+use super::cgroup::Placement;
 
 /// What the worker writes to open the gate, before the task's JSON.
 pub const GATE_LINE: &[u8] = b"jct-go\n";
@@ -36,14 +45,36 @@ pub const GATE_CLOSED_EXIT: i32 = 125;
 const ARM_PATIENCE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_micros(100);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the gate stays closed when the init never armed.
+const NOT_ARMED: &str = "the sandbox's init was not seen to arm its parent-death signal in time";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gate {
+    Closed,
+    Open,
+    /// Never to be opened, and why.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Init {
     pid: i32,
-    armed: bool,
+    gate: Gate,
+}
+
+/// The task's cgroup, for a sandbox started outside it: bubblewrap (`bwrap`,
+/// its pid) is moved in while it builds the sandbox, and the gate opens only
+/// once bubblewrap, the init and the gate process are all proven inside (the
+/// program is forked from the gate, so then nothing of it is ever outside).
+#[derive(Debug)]
+pub struct CgroupJoin {
+    pub bwrap: i32,
+    pub cgroup: Placement,
 }
 
 /// Follows the init of one run: its pid from bubblewrap's info pipe, then
-/// whether it armed its parent-death signal.
+/// whether it armed its parent-death signal (and its tree joined the task's
+/// cgroup).
 #[derive(Debug)]
 pub struct InitWatch {
     state: watch::Receiver<Option<Init>>,
@@ -52,9 +83,9 @@ pub struct InitWatch {
 
 impl InitWatch {
     /// Starts following the init whose pid bubblewrap writes to `info`.
-    pub fn start(info: OwnedFd) -> InitWatch {
+    pub fn start(info: OwnedFd, join: Option<CgroupJoin>) -> InitWatch {
         let (tx, state) = watch::channel(None);
-        let task = tokio::spawn(follow(info, tx)).abort_handle();
+        let task = tokio::spawn(follow(info, tx, join)).abort_handle();
         InitWatch { state, task }
     }
 
@@ -68,7 +99,7 @@ impl InitWatch {
         let reported = self.state.wait_for(Option::is_some);
         let _ = tokio::time::timeout(patience, reported).await;
         // what the follower saw, if anything (it may have ended since)
-        self.state.borrow().map(|i| i.pid)
+        self.state.borrow().as_ref().map(|i| i.pid)
     }
 }
 
@@ -83,30 +114,101 @@ impl Drop for InitWatch {
 pub struct InitView(watch::Receiver<Option<Init>>);
 
 impl InitView {
-    /// Whether the init armed its parent-death signal (false: it never did,
-    /// or bubblewrap failed before starting it).
-    pub async fn armed(mut self) -> bool {
-        self.0
-            .wait_for(|i| i.is_some_and(|i| i.armed))
+    /// Whether the gate may open: the init armed its parent-death signal (and
+    /// the tree is in the task's cgroup). Otherwise why not (it never armed,
+    /// bubblewrap failed before starting it, or the tree could not be moved).
+    pub async fn opened(mut self) -> Result<(), String> {
+        let decided = self
+            .0
+            .wait_for(|i| i.as_ref().is_some_and(|i| i.gate != Gate::Closed))
             .await
-            .is_ok()
+            .ok()
+            .and_then(|state| state.as_ref().map(|i| i.gate.clone()));
+        match decided {
+            Some(Gate::Open) => Ok(()),
+            Some(Gate::Refused(reason)) => Err(reason),
+            Some(Gate::Closed) | None => Err(NOT_ARMED.to_string()),
+        }
     }
 }
 
-async fn follow(info: OwnedFd, tx: watch::Sender<Option<Init>>) {
+async fn follow(info: OwnedFd, tx: watch::Sender<Option<Init>>, join: Option<CgroupJoin>) {
+    // moved now, so that the move's wait (see `Placement`) overlaps bubblewrap
+    // building the sandbox; whether it got there before the init was cloned is
+    // settled once the tree stands still
+    let early = join.map(|join| {
+        tokio::task::spawn_blocking(move || {
+            let _ = join.cgroup.adopt(join.bwrap);
+            join
+        })
+    });
     let Some(pid) = read_pid(info).await else {
         return;
     };
-    tx.send_replace(Some(Init { pid, armed: false }));
+    let decide = |gate| {
+        tx.send_replace(Some(Init { pid, gate }));
+    };
+    decide(Gate::Closed);
     // polled from a blocking thread: tokio's timer would round every poll up to
     // a millisecond, which the start-up of every task would pay
     let armed = tokio::task::spawn_blocking(move || wait_armed(pid))
         .await
         .unwrap_or(false);
     if !armed {
+        decide(Gate::Refused(NOT_ARMED.to_string()));
         return;
     }
-    tx.send_replace(Some(Init { pid, armed: true }));
+    if let Some(early) = early {
+        // the init waits and the gate reads its line: nothing forks until the
+        // gate opens, so the tree is complete now
+        let placed = match early.await {
+            Ok(join) => tokio::task::spawn_blocking(move || {
+                join.cgroup.ensure(&[join.bwrap, pid])?;
+                // listed once the init is inside: what it forks from now on is
+                // inside too
+                join.cgroup.ensure(&children(pid))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = placed {
+            decide(Gate::Refused(format!(
+                "cannot move the sandbox into the task's cgroup: {e}"
+            )));
+            return;
+        }
+    }
+    decide(Gate::Open);
+}
+
+/// The children of `pid`: /proc/PID/task/PID/children, or a walk of /proc
+/// where the kernel has no such file.
+fn children(pid: i32) -> Vec<i32> {
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return text
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Polls until the init is past arming (or cannot be seen, which opens the

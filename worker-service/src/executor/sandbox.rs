@@ -27,7 +27,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// closure before the fork.
 #[derive(Debug, Clone, Default)]
 pub struct ChildSetup {
-    /// `cgroup.procs` descriptors to write "0" (this process) to.
+    /// `cgroup.procs` descriptors to write "0" (this process) to (a plain
+    /// program's; bubblewrap is moved in from outside, see `init::CgroupJoin`).
     pub cgroup_procs: Vec<RawFd>,
     /// Drop to this uid (and gid of the same number, no supplementary groups).
     pub switch_to: Option<u32>,
