@@ -4,7 +4,12 @@
 //!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
 //!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
 //!   jct-bench sandbox  [--runs 300]
-//!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
+//!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3] [--audit-reader]
+//!   jct-bench poison   [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
+//!   jct-bench metrics  [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
+//!   jct-bench hostile  [--backend sqlite|postgres] [--tasks 64] [--numbers 240000]
+//!   jct-bench watch    [--backend sqlite|postgres] [--watchers 1000] [--fanout-rounds 5]
+//!   jct-bench depth    [--backend sqlite|postgres] [--rows 1000000] [--samples 30]
 //!
 //! Every figure is printed next to a baseline measured in the same run: the no-op
 //! unary RPC (grpc.health.v1 Check on the same server) for the intake.
@@ -24,6 +29,11 @@ use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+mod depth;
+mod hostile;
+mod rounds;
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -69,12 +79,48 @@ enum Mode {
     /// over mutual TLS, in rounds (each round runs the three in turn, each against
     /// an intake of its own with a fresh database; audit writes are on in all).
     Identity {
+        #[command(flatten)]
+        load: rounds::Load,
+        /// Also run token and token+mTLS with one operator paging
+        /// `ListAuditEvents` in a loop beside the Enqueue callers.
+        #[arg(long)]
+        audit_reader: bool,
+    },
+    /// Enqueue clean, and with 1 % poisoned requests (a NUL in the objective, a
+    /// bidi control in the ref, an oversize objective, in turn), in rounds.
+    Poison {
+        #[command(flatten)]
+        load: rounds::Load,
+    },
+    /// Enqueue with no metrics listener, and with `/metrics` served and scraped
+    /// every second, in rounds.
+    Metrics {
+        #[command(flatten)]
+        load: rounds::Load,
+    },
+    /// Intake peak memory (VmHWM) under Enqueues with large inputs, then
+    /// ListTasks and GetTask over them.
+    Hostile {
         #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        tasks: usize,
+        /// Numbers in each task's inputs (240,000 is about 2.6 MB on the wire).
+        #[arg(long, default_value_t = 240_000)]
+        numbers: usize,
+    },
+    /// WatchTask: commit-to-subscriber delay with N watchers, each on its own
+    /// task, then N watchers on one task.
+    Watch {
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
         #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
+        fanout_rounds: usize,
+    },
+    /// GetSystemStatus and a /metrics scrape over a bulk-loaded table.
+    Depth {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 30)]
+        samples: usize,
     },
     /// Start-to-exit of /bin/true through the sandboxed `command` executor, beside a
     /// plain spawn and a bare `bwrap --unshare-all … true` in the same run.
@@ -100,11 +146,21 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
         Mode::Sandbox { runs } => bench_sandbox(runs).await,
-        Mode::Identity {
-            concurrency,
-            seconds,
-            rounds,
-        } => bench_identity(&bin_dir, &cli.backend, concurrency, seconds, rounds).await,
+        Mode::Identity { load, audit_reader } => {
+            rounds::bench_identity(&bin_dir, &cli.backend, &load, audit_reader).await
+        }
+        Mode::Poison { load } => rounds::bench_poison(&bin_dir, &cli.backend, &load).await,
+        Mode::Metrics { load } => rounds::bench_metrics(&bin_dir, &cli.backend, &load).await,
+        Mode::Hostile { tasks, numbers } => {
+            hostile::bench_hostile(&bin_dir, &cli.backend, tasks, numbers).await
+        }
+        Mode::Watch {
+            watchers,
+            fanout_rounds,
+        } => watch::bench_watch(&bin_dir, &cli.backend, watchers, fanout_rounds).await,
+        Mode::Depth { rows, samples } => {
+            depth::bench_depth(&bin_dir, &cli.backend, rows, samples).await
+        }
         Mode::Dispatch {
             tasks,
             workers,
@@ -207,8 +263,17 @@ async fn start_intake_with(
 ) -> anyhow::Result<(Service, String)> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let url = database_url(backend, dir.path()).await?;
+    let url = match extra_env.iter().find(|(key, _)| *key == "DATABASE_URL") {
+        Some((_, url)) => url.clone(),
+        None => database_url(backend, dir.path()).await?,
+    };
     let mut command = Command::new(bin_dir.join("intake-service"));
+    command
+        .env("DATABASE_URL", &url)
+        .env("JCT_INTAKE_ADDR", format!("127.0.0.1:{port}"))
+        .env("JCT_ALLOWED_REPO_PREFIXES", "bench/")
+        .env("RUST_LOG", "warn");
+    // after the defaults, so that a mode may name its own database
     for (key, value) in extra_env {
         command.env(key, value);
     }
@@ -216,10 +281,6 @@ async fn start_intake_with(
         command.env("JCT_HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
     }
     let child = command
-        .env("DATABASE_URL", &url)
-        .env("JCT_INTAKE_ADDR", format!("127.0.0.1:{port}"))
-        .env("JCT_ALLOWED_REPO_PREFIXES", "bench/")
-        .env("RUST_LOG", "warn")
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -323,12 +384,30 @@ fn enqueue_request(n: usize) -> pb::EnqueueRequest {
     }
 }
 
+/// A request the intake must refuse, one flaw each, in turn: a NUL in the
+/// objective, a bidi control in the ref, an objective past its 4,000 characters.
+fn poisoned_request(n: usize) -> pb::EnqueueRequest {
+    let mut request = enqueue_request(n);
+    match (n / 100) % 3 {
+        0 => request.objective = format!("Benchmark task\0number {n}"),
+        1 => {
+            if let Some(target) = request.target.as_mut() {
+                target.r#ref = "main\u{202e}txt.exe".into();
+            }
+        }
+        _ => request.objective = "x".repeat(4001),
+    }
+    request
+}
+
 // === closed-loop load ===
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Call {
     Noop,
     Enqueue,
+    /// Enqueue with one request in a hundred poisoned (see [`poisoned_request`]).
+    EnqueuePoisoned,
     GetTask,
 }
 
@@ -379,6 +458,17 @@ async fn closed_loop(
                         .enqueue(with_token(enqueue_request(n), &authorization))
                         .await
                         .is_ok(),
+                    Call::EnqueuePoisoned => {
+                        let request = if n % 100 == 0 {
+                            poisoned_request(n)
+                        } else {
+                            enqueue_request(n)
+                        };
+                        tasks
+                            .enqueue(with_token(request, &authorization))
+                            .await
+                            .is_ok()
+                    }
                     Call::GetTask => {
                         let task_id = ids[n % ids.len()].clone();
                         tasks
@@ -494,134 +584,6 @@ async fn bench_intake(
         peak as f64 / 1024.0
     );
     intake.stop().await;
-    Ok(())
-}
-
-// === identity: the cost of authentication and TLS ===
-
-const BENCH_TOKEN: &str = "bench-operator-token";
-
-/// The three ways of calling: no authentication, a token, a token over mTLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Guard {
-    Open,
-    Token,
-    TokenMtls,
-}
-
-async fn bench_identity(
-    bin_dir: &Path,
-    backend: &str,
-    concurrency: usize,
-    seconds: u64,
-    rounds: usize,
-) -> anyhow::Result<()> {
-    let pki_dir = tempfile::tempdir()?;
-    let ca = jct::test_pki::TestCa::new("jct bench CA")?;
-    let ca_file = ca.write_cert(pki_dir.path(), "ca")?;
-    let server = ca.write_issued(pki_dir.path(), "intake", &["127.0.0.1"])?;
-    let (client_cert, client_key) = ca.issue(&["bench-client"])?;
-    let tokens = pki_dir.path().join("tokens.csv");
-    // hashed, as an operator's file would be
-    std::fs::write(
-        &tokens,
-        format!("sha256:{},bench,operator\n", sha256_hex(BENCH_TOKEN)),
-    )?;
-    let duration = Duration::from_secs(seconds);
-    println!(
-        "backend={backend} concurrency={concurrency} duration={seconds}s rounds={rounds} (Enqueue; audit rows written by trigger in every mode)"
-    );
-    println!(
-        "{:<6} {:<10} {:>10} {:>9} {:>9} {:>8} {:>7}",
-        "round", "mode", "req/s", "p50(ms)", "p99(ms)", "ratio", "errors"
-    );
-    let mut totals = [0f64; 3];
-    for round in 1..=rounds {
-        let mut open_rate = 0.0;
-        for (index, guard) in [Guard::Open, Guard::Token, Guard::TokenMtls]
-            .into_iter()
-            .enumerate()
-        {
-            let mut env: Vec<(&str, String)> = Vec::new();
-            let mut health_port = None;
-            if guard != Guard::Open {
-                env.push(("JCT_AUTH_TOKENS_FILE", tokens.display().to_string()));
-            }
-            if guard == Guard::TokenMtls {
-                env.push(("JCT_TLS_CERT_FILE", server.cert.display().to_string()));
-                env.push(("JCT_TLS_KEY_FILE", server.key.display().to_string()));
-                env.push(("JCT_TLS_CLIENT_CA_FILE", ca_file.display().to_string()));
-                health_port = Some(free_port()?);
-            }
-            let (intake, address) = start_intake_with(bin_dir, backend, &env, health_port).await?;
-            let channels = match guard {
-                Guard::TokenMtls => {
-                    let tls = tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(ca.cert_pem()))
-                        .identity(tonic::transport::Identity::from_pem(
-                            &client_cert,
-                            &client_key,
-                        ));
-                    let address = address.replacen("http://", "https://", 1);
-                    let mut channels = Vec::new();
-                    for _ in 0..4 {
-                        channels.push(
-                            Channel::from_shared(address.clone())?
-                                .tls_config(tls.clone())?
-                                .tcp_nodelay(true)
-                                .connect()
-                                .await?,
-                        );
-                    }
-                    channels
-                }
-                _ => channels(&address, 4).await?,
-            };
-            let token = (guard != Guard::Open).then_some(BENCH_TOKEN);
-            // warm-up: connections, the first transactions
-            closed_loop(
-                &channels,
-                Call::Enqueue,
-                concurrency,
-                Duration::from_secs(1),
-                Arc::new(vec![String::new()]),
-                token,
-            )
-            .await?;
-            let measured = closed_loop(
-                &channels,
-                Call::Enqueue,
-                concurrency,
-                duration,
-                Arc::new(vec![String::new()]),
-                token,
-            )
-            .await?;
-            if guard == Guard::Open {
-                open_rate = measured.per_second;
-            }
-            totals[index] += measured.per_second;
-            println!(
-                "{:<6} {:<10} {:>10.0} {:>9.3} {:>9.3} {:>7.1}% {:>7}",
-                round,
-                format!("{guard:?}"),
-                measured.per_second,
-                measured.p50_us as f64 / 1000.0,
-                measured.p99_us as f64 / 1000.0,
-                100.0 * measured.per_second / open_rate,
-                measured.errors
-            );
-            intake.stop().await;
-        }
-    }
-    println!(
-        "mean over {rounds} rounds: open {:.0} req/s, token {:.0} req/s ({:.1} %), token+mTLS {:.0} req/s ({:.1} %)",
-        totals[0] / rounds as f64,
-        totals[1] / rounds as f64,
-        100.0 * totals[1] / totals[0],
-        totals[2] / rounds as f64,
-        100.0 * totals[2] / totals[0],
-    );
     Ok(())
 }
 
