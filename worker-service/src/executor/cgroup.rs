@@ -378,7 +378,7 @@ impl Backoff {
 }
 
 /// Moves processes into a task's cgroup from outside (by pid), for a tree
-/// started before it joins: a move waits for an RCU grace period (the cgroup
+/// started before it joins: a move may wait for an RCU grace period (the cgroup
 /// threadgroup lock), milliseconds on a busy host, which then overlaps the
 /// sandbox's set-up instead of preceding the spawn.
 #[derive(Debug)]

@@ -296,7 +296,7 @@ fn spawn_sandboxed(
     };
     let cgroup = bound(config, uid, run.time_budget, &mut setup, facts)?;
     // bubblewrap joins the cgroup from outside while it builds the sandbox (see
-    // `init::CgroupJoin`), not between fork and exec: a join waits for an RCU
+    // `init::CgroupJoin`), not between fork and exec: a join may wait for an RCU
     // grace period, which would otherwise come before everything else
     let placement = cgroup
         .as_ref()

@@ -16,11 +16,12 @@
 //! left without children, exits too.
 //!
 //! The same gate holds the program until its tree is in the task's cgroup:
-//! bubblewrap is moved in from outside while it builds the sandbox (a move waits
-//! for an RCU grace period, which so overlaps the set-up instead of preceding the
-//! spawn), and the line is written only once bubblewrap, the init and the gate
-//! are read back from the cgroup's `cgroup.procs`. Nothing forks meanwhile (the
-//! init waits, the gate reads), so everything the program forks is inside.
+//! bubblewrap and its init are moved in from outside while the init builds the
+//! sandbox (a move may wait for an RCU grace period, which so overlaps the
+//! set-up instead of preceding the spawn), and the line is written only once
+//! bubblewrap, the init and the gate are read back from the cgroup's
+//! `cgroup.procs`. Nothing forks meanwhile (the init waits, the gate reads), so
+//! everything the program forks is inside.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -133,53 +134,49 @@ impl InitView {
 }
 
 async fn follow(info: OwnedFd, tx: watch::Sender<Option<Init>>, join: Option<CgroupJoin>) {
-    // moved now, so that the move's wait (see `Placement`) overlaps bubblewrap
-    // building the sandbox; whether it got there before the init was cloned is
-    // settled once the tree stands still
-    let early = join.map(|join| {
-        tokio::task::spawn_blocking(move || {
-            let _ = join.cgroup.adopt(join.bwrap);
-            join
-        })
-    });
     let Some(pid) = read_pid(info).await else {
         return;
     };
-    let decide = |gate| {
-        tx.send_replace(Some(Init { pid, gate }));
-    };
-    decide(Gate::Closed);
-    // polled from a blocking thread: tokio's timer would round every poll up to
-    // a millisecond, which the start-up of every task would pay
-    let armed = tokio::task::spawn_blocking(move || wait_armed(pid))
+    tx.send_replace(Some(Init {
+        pid,
+        gate: Gate::Closed,
+    }));
+    // one blocking thread for all of it: tokio's timer would round every poll
+    // up to a millisecond, which the start-up of every task would pay
+    let gate = tokio::task::spawn_blocking(move || decide(pid, join))
         .await
-        .unwrap_or(false);
-    if !armed {
-        decide(Gate::Refused(NOT_ARMED.to_string()));
-        return;
+        .unwrap_or_else(|_| Gate::Refused(NOT_ARMED.to_string()));
+    tx.send_replace(Some(Init { pid, gate }));
+}
+
+/// Whether the gate of the init `pid` may open. bubblewrap and the init are
+/// moved into the task's cgroup first, while the init still builds the sandbox
+/// (so the gate it forks later is born inside); then, once the init is armed
+/// and waits (nothing forks until the gate opens), the whole tree is proven
+/// inside.
+fn decide(pid: i32, join: Option<CgroupJoin>) -> Gate {
+    if let Some(join) = &join {
+        // a failure here is settled (retried, or refused) by `ensure` below
+        let _ = join.cgroup.adopt(join.bwrap);
+        let _ = join.cgroup.adopt(pid);
     }
-    if let Some(early) = early {
-        // the init waits and the gate reads its line: nothing forks until the
-        // gate opens, so the tree is complete now
-        let placed = match early.await {
-            Ok(join) => tokio::task::spawn_blocking(move || {
-                join.cgroup.ensure(&[join.bwrap, pid])?;
-                // listed once the init is inside: what it forks from now on is
-                // inside too
-                join.cgroup.ensure(&children(pid))
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
-            Err(e) => Err(std::io::Error::other(e)),
-        };
+    if !wait_armed(pid) {
+        return Gate::Refused(NOT_ARMED.to_string());
+    }
+    if let Some(join) = join {
+        // the init's children listed once the init is proven inside: what it
+        // forks from then on is inside too
+        let placed = join
+            .cgroup
+            .ensure(&[join.bwrap, pid])
+            .and_then(|()| join.cgroup.ensure(&children(pid)));
         if let Err(e) = placed {
-            decide(Gate::Refused(format!(
+            return Gate::Refused(format!(
                 "cannot move the sandbox into the task's cgroup: {e}"
-            )));
-            return;
+            ));
         }
     }
-    decide(Gate::Open);
+    Gate::Open
 }
 
 /// The children of `pid`: /proc/PID/task/PID/children, or a walk of /proc
