@@ -1,7 +1,9 @@
-//! Intake peak memory under hostile sizes: Enqueues each carrying a few MB of
-//! numbers in `inputs` (under the 4 MiB request limit), then ListTasks (page
-//! size 10, and the default) and GetTask over them, with the default bounds
-//! (JCT_TASK_CACHE_BYTES 32 MiB, JCT_LIST_MAX_RESPONSE_BYTES 512 KiB).
+//! Intake peak memory under hostile sizes, default bounds (JCT_MAX_REQUEST_BYTES
+//! 4 MiB, JCT_TASK_CACHE_BYTES 32 MiB, JCT_LIST_MAX_RESPONSE_BYTES 512 KiB):
+//! Enqueues carrying a few MB of numbers in `inputs` (under the request limit,
+//! refused by the 256 KiB document limit after decoding); then Enqueues with
+//! inputs and metadata each just under that limit, and ListTasks (page size 10,
+//! and the default) and GetTask over them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -45,35 +47,38 @@ pub async fn bench_hostile(
         })
         .collect();
 
-    let request = big_request(numbers);
-    let wire = prost::Message::encoded_len(&request);
-    println!("backend={backend} tasks={tasks} numbers_per_task={numbers} request_bytes={wire}");
+    // refused: inputs past the 256 KiB document limit, decoded and measured first
+    let refused = big_request(numbers, false);
+    println!(
+        "backend={backend} refused: {tasks} Enqueues from {CALLERS} callers, {} bytes each ({numbers} numbers in inputs)",
+        prost::Message::encoded_len(&refused)
+    );
+    let outcomes = enqueue_all(&clients, &refused, tasks).await?;
+    println!(
+        "  accepted {} refused {}",
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        outcomes.iter().filter(|o| o.is_err()).count()
+    );
+    report("after the refused Enqueues");
+
+    // accepted: inputs and metadata each just under the limit
+    let fitting = fitting_numbers();
+    let accepted = big_request(fitting, true);
+    println!(
+        "accepted: {tasks} Enqueues of {} bytes ({fitting} numbers in inputs and in metadata, each under 256 KiB as JSON)",
+        prost::Message::encoded_len(&accepted)
+    );
     let started = Instant::now();
-    let mut callers = Vec::new();
-    for (caller, client) in clients.iter().enumerate() {
-        let mut client = client.clone();
-        let request = request.clone();
-        callers.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for n in (caller..tasks).step_by(CALLERS) {
-                let mut request = request.clone();
-                request.objective = format!("Hostile-size task {n}");
-                let response = client.enqueue(request).await?.into_inner();
-                ids.push(response.task_id);
-            }
-            anyhow::Ok(ids)
-        }));
-    }
     let mut ids = Vec::new();
-    for caller in callers {
-        ids.extend(caller.await??);
+    for outcome in enqueue_all(&clients, &accepted, tasks).await? {
+        ids.push(outcome.context("an Enqueue under the limits was refused")?);
     }
     println!(
-        "enqueued {} in {:.2}s",
+        "  enqueued {} in {:.2}s",
         ids.len(),
         started.elapsed().as_secs_f64()
     );
-    report("after the Enqueues");
+    report("after the accepted Enqueues");
 
     for (name, page_size) in [("ListTasks page_size=10", 10), ("ListTasks default", 0)] {
         let (calls, tasks_seen, largest) = list_phase(&clients, page_size).await?;
@@ -93,15 +98,25 @@ pub async fn bench_hostile(
     Ok(())
 }
 
-/// An Enqueue whose inputs hold `numbers` non-round numbers.
-fn big_request(numbers: usize) -> pb::EnqueueRequest {
+/// An Enqueue whose inputs (and metadata, when `metadata`) hold `numbers`
+/// non-round numbers.
+fn big_request(numbers: usize, metadata: bool) -> pb::EnqueueRequest {
+    let document = numbers_document(numbers);
+    let mut request = enqueue_request(0);
+    if metadata {
+        request.metadata = Some(document.clone());
+    }
+    request.inputs = Some(document);
+    request
+}
+
+fn numbers_document(numbers: usize) -> prost_types::Struct {
     let values = (0..numbers)
         .map(|n| prost_types::Value {
             kind: Some(Kind::NumberValue(n as f64 * 1.000_001 + 0.123)),
         })
         .collect();
-    let mut request = enqueue_request(0);
-    request.inputs = Some(prost_types::Struct {
+    prost_types::Struct {
         fields: [(
             "numbers".to_string(),
             prost_types::Value {
@@ -109,8 +124,53 @@ fn big_request(numbers: usize) -> pb::EnqueueRequest {
             },
         )]
         .into(),
-    });
-    request
+    }
+}
+
+/// The most numbers whose JSON stays under the 256 KiB document limit (with
+/// 1 KiB to spare).
+fn fitting_numbers() -> usize {
+    let json_len = |count: usize| {
+        let numbers: Vec<f64> = (0..count).map(|n| n as f64 * 1.000_001 + 0.123).collect();
+        serde_json::json!({ "numbers": numbers }).to_string().len()
+    };
+    let mut count = 20_000;
+    while count > 0 && json_len(count) > 255 * 1024 {
+        count -= 250;
+    }
+    count
+}
+
+/// `total` Enqueues of `request` (objectives made distinct) from CALLERS callers.
+async fn enqueue_all(
+    clients: &[TaskServiceClient<tonic::transport::Channel>],
+    request: &pb::EnqueueRequest,
+    total: usize,
+) -> anyhow::Result<Vec<Result<String, tonic::Status>>> {
+    let mut callers = Vec::new();
+    for (caller, client) in clients.iter().enumerate() {
+        let mut client = client.clone();
+        let request = request.clone();
+        callers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in (caller..total).step_by(CALLERS) {
+                let mut request = request.clone();
+                request.objective = format!("Hostile-size task {n}");
+                outcomes.push(
+                    client
+                        .enqueue(request)
+                        .await
+                        .map(|response| response.into_inner().task_id),
+                );
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for caller in callers {
+        outcomes.extend(caller.await?);
+    }
+    Ok(outcomes)
 }
 
 /// CALLERS callers paging through every task, from the top again at the end,

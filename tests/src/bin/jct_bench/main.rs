@@ -7,7 +7,7 @@
 //!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3] [--audit-reader]
 //!   jct-bench poison   [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
 //!   jct-bench metrics  [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
-//!   jct-bench hostile  [--backend sqlite|postgres] [--tasks 64] [--numbers 240000]
+//!   jct-bench hostile  [--backend sqlite|postgres] [--tasks 400] [--numbers 240000]
 //!   jct-bench watch    [--backend sqlite|postgres] [--watchers 1000] [--fanout-rounds 5]
 //!   jct-bench depth    [--backend sqlite|postgres] [--rows 1000000] [--samples 30]
 //!
@@ -101,9 +101,10 @@ enum Mode {
     /// Intake peak memory (VmHWM) under Enqueues with large inputs, then
     /// ListTasks and GetTask over them.
     Hostile {
-        #[arg(long, default_value_t = 64)]
+        /// Enqueues of each kind (refused, accepted).
+        #[arg(long, default_value_t = 400)]
         tasks: usize,
-        /// Numbers in each task's inputs (240,000 is about 2.6 MB on the wire).
+        /// Numbers in each refused Enqueue's inputs (240,000 is about 2.6 MB on the wire).
         #[arg(long, default_value_t = 240_000)]
         numbers: usize,
     },
