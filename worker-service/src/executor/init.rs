@@ -349,14 +349,59 @@ fn is_orphaned_init(pid: i32) -> bool {
     };
     // the outer bubblewrap lives in the worker's pid namespace: one NSpid
     let nested = field("NSpid:").split_whitespace().count() > 1;
-    let parent_is_its_bwrap = std::fs::read(format!("/proc/{}/cmdline", field("PPid:")))
-        .is_ok_and(|parent| parent == cmdline);
-    nested && !parent_is_its_bwrap
+    let parent = field("PPid:");
+    // a bubblewrap that is dying (its worker just died: the parent-death
+    // signal) no longer holds its init; a reaper that runs at once sees it
+    // still there. The task cgroup cannot catch that init: bubblewrap joins it
+    // from outside, after this point of its start.
+    let parent_is_its_live_bwrap = std::fs::read(format!("/proc/{parent}/cmdline"))
+        .is_ok_and(|p| p == cmdline)
+        && !dying(parent);
+    nested && !parent_is_its_live_bwrap
+}
+
+/// Whether `pid` is on its way out: a SIGKILL queued and not yet acted on, or
+/// already exiting (`PF_EXITING`).
+fn dying(pid: &str) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    const PF_EXITING: u64 = 0x4;
+    let pending = std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("SigPnd:")
+                    .or_else(|| l.strip_prefix("ShdPnd:"))
+            })
+            .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .any(|mask| mask & SIGKILL_BIT != 0)
+    });
+    // /proc/PID/stat: the flags are the 7th field after the command's ")"
+    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 1..))
+            .and_then(|rest| rest.split_whitespace().nth(6))
+            .and_then(|flags| flags.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0)
+    });
+    pending || exiting
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_process_is_not_dying() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id().to_string();
+        assert!(!dying(&pid));
+        assert!(!dying(&std::process::id().to_string()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn a_process_blocked_in_wait_is_seen_waiting() {
