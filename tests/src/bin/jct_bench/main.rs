@@ -4,7 +4,7 @@
 //!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
 //!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
 //!   jct-bench sandbox  [--runs 300]
-//!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3] [--audit-reader]
+//!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3] [--audit-reader [--audit-pages-per-second N]]
 //!   jct-bench poison   [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
 //!   jct-bench metrics  [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
 //!   jct-bench hostile  [--backend sqlite|postgres] [--tasks 400] [--numbers 240000]
@@ -85,6 +85,9 @@ enum Mode {
         /// `ListAuditEvents` in a loop beside the Enqueue callers.
         #[arg(long)]
         audit_reader: bool,
+        /// Pages a second the audit reader asks for; 0: as fast as answered.
+        #[arg(long, default_value_t = 0)]
+        audit_pages_per_second: u32,
     },
     /// Enqueue clean, and with 1 % poisoned requests (a NUL in the objective, a
     /// bidi control in the ref, an oversize objective, in turn), in rounds.
@@ -147,8 +150,13 @@ async fn main() -> anyhow::Result<()> {
             seconds,
         } => bench_intake(&bin_dir, &cli.backend, &concurrency, seconds).await,
         Mode::Sandbox { runs } => bench_sandbox(runs).await,
-        Mode::Identity { load, audit_reader } => {
-            rounds::bench_identity(&bin_dir, &cli.backend, &load, audit_reader).await
+        Mode::Identity {
+            load,
+            audit_reader,
+            audit_pages_per_second,
+        } => {
+            let reader = audit_reader.then_some(audit_pages_per_second);
+            rounds::bench_identity(&bin_dir, &cli.backend, &load, reader).await
         }
         Mode::Poison { load } => rounds::bench_poison(&bin_dir, &cli.backend, &load).await,
         Mode::Metrics { load } => rounds::bench_metrics(&bin_dir, &cli.backend, &load).await,

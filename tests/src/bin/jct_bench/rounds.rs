@@ -41,8 +41,9 @@ enum Guard {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Beside {
     Nothing,
-    /// One operator paging `ListAuditEvents` (100 a page) in a loop.
-    AuditReader,
+    /// One operator paging `ListAuditEvents` (100 a page) in a loop, this many
+    /// pages a second (0: as fast as answered).
+    AuditReader(u32),
     /// `GET /metrics` once a second.
     Scraper,
 }
@@ -59,7 +60,7 @@ pub async fn bench_identity(
     bin_dir: &Path,
     backend: &str,
     load: &Load,
-    audit_reader: bool,
+    audit_reader: Option<u32>,
 ) -> anyhow::Result<()> {
     let mut variants = vec![
         variant("open", Guard::Open, Beside::Nothing, Call::Enqueue),
@@ -71,17 +72,17 @@ pub async fn bench_identity(
             Call::Enqueue,
         ),
     ];
-    if audit_reader {
+    if let Some(rate) = audit_reader {
         variants.push(variant(
             "token+audit",
             Guard::Token,
-            Beside::AuditReader,
+            Beside::AuditReader(rate),
             Call::Enqueue,
         ));
         variants.push(variant(
             "mTLS+audit",
             Guard::TokenMtls,
-            Beside::AuditReader,
+            Beside::AuditReader(rate),
             Call::Enqueue,
         ));
     }
@@ -205,9 +206,10 @@ async fn run_rounds(
             let stop = Arc::new(AtomicBool::new(false));
             let side = match variant.beside {
                 Beside::Nothing => None,
-                Beside::AuditReader => Some(tokio::spawn(audit_reader(
+                Beside::AuditReader(rate) => Some(tokio::spawn(audit_reader(
                     channels[0].clone(),
                     token.map(str::to_owned),
+                    rate,
                     stop.clone(),
                 ))),
                 Beside::Scraper => Some(tokio::spawn(scraper(metrics_port, stop.clone()))),
@@ -267,12 +269,16 @@ async fn run_rounds(
 }
 
 /// One operator paging the audit trail: 20 pages of 100 from the newest, then
-/// again from the top, until stopped. Returns pages/s and page p50/p99.
+/// again from the top, until stopped, as fast as answered or at a set pace.
+/// Returns pages/s and page p50/p99.
 async fn audit_reader(
     channel: Channel,
     token: Option<String>,
+    pages_per_second: u32,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<String> {
+    let mut pace = (pages_per_second > 0)
+        .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(pages_per_second))));
     let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match token
     {
         Some(token) => Some(format!("Bearer {token}").parse()?),
@@ -285,6 +291,9 @@ async fn audit_reader(
     let mut page_token = String::new();
     let mut pages_from_top = 0;
     while !stop.load(Ordering::Relaxed) {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
         let request = pb::ListAuditEventsRequest {
             page_size: 100,
             page_token: page_token.clone(),
