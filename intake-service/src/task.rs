@@ -196,6 +196,54 @@ pub fn now_micros() -> Micros {
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// A queued task with a plain spec, for unit tests to vary.
+#[cfg(test)]
+impl Task {
+    pub(crate) fn example(id: uuid::Uuid, status: Status) -> Task {
+        Task {
+            id,
+            spec: TaskSpec {
+                version: SPEC_VERSION.into(),
+                submitted_by: "anonymous".into(),
+                idempotency_key: None,
+                requested_by: Requester {
+                    kind: RequesterKind::Agent,
+                    id: "bot".into(),
+                    label: None,
+                },
+                objective: "an example task".into(),
+                operation: Operation::Docs,
+                target: Target {
+                    repo: "myorg/app".into(),
+                    ref_name: "main".into(),
+                    path: String::new(),
+                },
+                constraints: Constraints {
+                    time_budget_seconds: 900,
+                    allow_network: false,
+                    allow_secrets: false,
+                },
+                inputs: Default::default(),
+                metadata: Default::default(),
+                traceparent: None,
+            },
+            status,
+            created_at: 1,
+            queued_at: Some(1),
+            started_at: None,
+            completed_at: None,
+            updated_at: 1,
+            attempt: 0,
+            max_attempts: 3,
+            worker_id: None,
+            lease: None,
+            trace_uri: None,
+            result: None,
+            error: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

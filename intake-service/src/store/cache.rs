@@ -175,55 +175,15 @@ fn value_bytes(value: &Json) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{
-        Constraints, Operation, Requester, RequesterKind, SPEC_VERSION, Status, Target, TaskSpec,
-    };
+    use crate::task::Status;
 
     fn task_with_numbers(count: usize) -> Task {
         let numbers: Vec<Json> = (0..count).map(|n| Json::from(n as f64 / 7.0)).collect();
-        let mut inputs = Map::new();
-        inputs.insert("numbers".into(), Json::Array(numbers));
-        Task {
-            id: Uuid::now_v7(),
-            spec: TaskSpec {
-                version: SPEC_VERSION.into(),
-                submitted_by: "anonymous".into(),
-                idempotency_key: None,
-                requested_by: Requester {
-                    kind: RequesterKind::Agent,
-                    id: "bot".into(),
-                    label: None,
-                },
-                objective: "weigh this task".into(),
-                operation: Operation::Analysis,
-                target: Target {
-                    repo: "myorg/app".into(),
-                    ref_name: "main".into(),
-                    path: String::new(),
-                },
-                constraints: Constraints {
-                    time_budget_seconds: 900,
-                    allow_network: false,
-                    allow_secrets: false,
-                },
-                inputs,
-                metadata: Map::new(),
-                traceparent: None,
-            },
-            status: Status::Queued,
-            created_at: 1,
-            queued_at: Some(1),
-            started_at: None,
-            completed_at: None,
-            updated_at: 1,
-            attempt: 0,
-            max_attempts: 3,
-            worker_id: None,
-            lease: None,
-            trace_uri: None,
-            result: None,
-            error: None,
-        }
+        let mut task = Task::example(Uuid::now_v7(), Status::Queued);
+        task.spec
+            .inputs
+            .insert("numbers".into(), Json::Array(numbers));
+        task
     }
 
     #[test]

@@ -165,49 +165,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Constraints, Operation, Requester, RequesterKind, Status, Target, TaskSpec};
+    use crate::task::Status;
 
     fn task(id: Uuid, status: Status, updated_at: Micros) -> Task {
         Task {
-            id,
-            spec: TaskSpec {
-                version: "1.0".into(),
-                submitted_by: "anonymous".into(),
-                idempotency_key: None,
-                requested_by: Requester {
-                    kind: RequesterKind::Agent,
-                    id: "bot".into(),
-                    label: None,
-                },
-                objective: "watch this".into(),
-                operation: Operation::Docs,
-                target: Target {
-                    repo: "myorg/app".into(),
-                    ref_name: "main".into(),
-                    path: String::new(),
-                },
-                constraints: Constraints {
-                    time_budget_seconds: 900,
-                    allow_network: false,
-                    allow_secrets: false,
-                },
-                inputs: Default::default(),
-                metadata: Default::default(),
-                traceparent: None,
-            },
-            status,
-            created_at: 1,
-            queued_at: Some(1),
-            started_at: None,
-            completed_at: None,
             updated_at,
-            attempt: 0,
-            max_attempts: 3,
-            worker_id: None,
-            lease: None,
-            trace_uri: None,
-            result: None,
-            error: None,
+            ..Task::example(id, status)
         }
     }
 
