@@ -95,6 +95,34 @@ impl TestCa {
     }
 }
 
+/// What a mutual-TLS intake needs, written to a directory: a server CA and the
+/// intake's certificate for loopback, and a client CA to issue callers' and
+/// workers' certificates from.
+pub struct MutualTlsFiles {
+    pub server_ca: TestCa,
+    pub server_ca_file: PathBuf,
+    pub intake: IssuedFiles,
+    pub client_ca: TestCa,
+    pub client_ca_file: PathBuf,
+}
+
+impl MutualTlsFiles {
+    pub fn write(dir: &Path) -> Result<MutualTlsFiles, TestPkiError> {
+        let server_ca = TestCa::new("jct intake CA")?;
+        let server_ca_file = server_ca.write_cert(dir, "ca")?;
+        let intake = server_ca.write_issued(dir, "intake", &["127.0.0.1", "localhost"])?;
+        let client_ca = TestCa::new("jct client CA")?;
+        let client_ca_file = client_ca.write_cert(dir, "client-ca")?;
+        Ok(MutualTlsFiles {
+            server_ca,
+            server_ca_file,
+            intake,
+            client_ca,
+            client_ca_file,
+        })
+    }
+}
+
 fn write(path: PathBuf, text: &str) -> Result<PathBuf, TestPkiError> {
     std::fs::write(&path, text).map_err(|error| TestPkiError::Write(path.clone(), error))?;
     Ok(path)

@@ -205,6 +205,13 @@ pub fn scratch_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A loopback port that was free a moment ago (nothing listens on it now).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Polls `check` until it yields a value or `patience` runs out.
 pub async fn eventually<T, F, Fut>(patience: Duration, mut check: F) -> Option<T>
 where

@@ -513,12 +513,8 @@ async fn an_unreachable_intake_exits_6() {
     assert_eq!(run.error()["exit_code"], 6);
 }
 
-/// A port nothing listens on (it was free a moment ago).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    jct_e2e::free_port().expect("free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,19 +662,17 @@ async fn a_watch_outlives_an_intake_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_jct_verifies_the_intake_and_presents_its_certificate() {
-    use jct::test_pki::TestCa;
+    use jct::test_pki::MutualTlsFiles;
 
     let database = TestDatabase::sqlite();
     let dir = tempfile::tempdir().expect("dir");
-    let server_ca = TestCa::new("jct intake CA").expect("CA");
-    let server_ca_file = server_ca.write_cert(dir.path(), "ca").expect("write");
-    let intake_files = server_ca
-        .write_issued(dir.path(), "intake", &["127.0.0.1", "localhost"])
-        .expect("intake certificate");
-    let client_ca = TestCa::new("jct client CA").expect("CA");
-    let client_ca_file = client_ca
-        .write_cert(dir.path(), "client-ca")
-        .expect("write");
+    let MutualTlsFiles {
+        server_ca_file,
+        intake: intake_files,
+        client_ca,
+        client_ca_file,
+        ..
+    } = MutualTlsFiles::write(dir.path()).expect("certificates");
     let caller = client_ca
         .write_issued(dir.path(), "caller", &["olga"])
         .expect("caller certificate");

@@ -60,10 +60,7 @@ impl TraceService for Collector {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    jct_e2e::free_port().expect("free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jct::test_pki::{IssuedFiles, TestCa};
+use jct::test_pki::{IssuedFiles, MutualTlsFiles, TestCa};
 use jct::v1 as pb;
 use jct_e2e::{IntakeHandle, WorkerHandle, enqueue_request, intake_config, worker_config};
 use jct_migrations::test_database::TestDatabase;
@@ -28,15 +28,13 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("dir");
-        let server_ca = TestCa::new("jct intake CA").expect("CA");
-        let server_ca_file = server_ca.write_cert(dir.path(), "ca").expect("write");
-        let intake = server_ca
-            .write_issued(dir.path(), "intake", &["127.0.0.1", "localhost"])
-            .expect("intake certificate");
-        let client_ca = TestCa::new("jct client CA").expect("CA");
-        let client_ca_file = client_ca
-            .write_cert(dir.path(), "client-ca")
-            .expect("write");
+        let MutualTlsFiles {
+            server_ca,
+            server_ca_file,
+            intake,
+            client_ca,
+            client_ca_file,
+        } = MutualTlsFiles::write(dir.path()).expect("certificates");
         let worker = client_ca
             .write_issued(dir.path(), "worker", &["worker-a"])
             .expect("worker certificate");

@@ -339,9 +339,7 @@ fn start_worker(
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(jct_e2e::free_port()?)
 }
 
 async fn wait_healthy(address: &str) -> anyhow::Result<()> {
