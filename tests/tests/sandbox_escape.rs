@@ -1046,31 +1046,67 @@ async fn the_sandbox_holds_for_an_unprivileged_worker() {
 // ---------------------------------------------------------------------------------
 // Bounded processes, memory and output
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_fork_bomb_stops_at_the_process_limit() {
-    let case = Case::new();
-    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
+/// A program that tries `attempts` forks, each child sleeping `hold_secs`, and
+/// prints how many succeeded (`forked N`).
+fn fork_bomb(attempts: u32, hold_secs: u32) -> String {
+    format!(
+        r#"echo started; /usr/bin/python3 - <<'EOF'
 import os, time
 n = 0
-for i in range(40):
+for i in range({attempts}):
     try:
         pid = os.fork()
     except OSError:
         break
     if pid == 0:
-        time.sleep(2)
+        time.sleep({hold_secs})
         os._exit(0)
     n += 1
 print('forked', n, flush=True)
-EOF"#;
-    let mut config = case.worker(script);
+EOF"#
+    )
+}
+
+fn forked_count(stdout: &str) -> Option<u32> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("forked ")?.trim().parse().ok())
+}
+
+/// A program whose four processes each allocate `mib` MiB and hold it for
+/// `hold_secs`; it prints `ALL-HELD` only if all four held theirs.
+fn four_allocations(mib: u32, hold_secs: &str) -> String {
+    format!(
+        r#"echo started; /usr/bin/python3 - <<'EOF'
+import os, time
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            b = b'x' * ({mib} << 20)
+            time.sleep({hold_secs})
+            os._exit(0)
+        except MemoryError:
+            os._exit(3)
+    kids.append(pid)
+ok = sum(1 for k in kids if os.waitpid(k, 0)[1] == 0)
+print('held', ok, flush=True)
+if ok == 4:
+    print('ALL-HELD', flush=True)
+EOF"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_stops_at_the_process_limit() {
+    let case = Case::new();
+    let script = fork_bomb(40, 2);
+    let mut config = case.worker(&script);
     config.limit_processes = 8;
     let out = case.run(config).await;
     out.assert_ran();
-    let forked: Option<u32> = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("forked ")?.trim().parse().ok());
+    let forked = forked_count(&out.stdout);
     assert!(
         forked.is_some_and(|n| n < 8),
         "forked {forked:?} with JCT_LIMIT_PROCESSES=8: {}",
@@ -1084,25 +1120,8 @@ async fn memory_is_bounded_for_the_task_as_a_whole() {
     let case = Case::new();
     // four processes of 120 MiB each: each is under a per-process limit of 200,
     // together far over it
-    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
-import os, time
-kids = []
-for i in range(4):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            b = b'x' * (120 << 20)
-            time.sleep(1.5)
-            os._exit(0)
-        except MemoryError:
-            os._exit(3)
-    kids.append(pid)
-ok = sum(1 for k in kids if os.waitpid(k, 0)[1] == 0)
-print('held', ok, flush=True)
-if ok == 4:
-    print('ALL-HELD', flush=True)
-EOF"#;
-    let mut config = case.worker(script);
+    let script = four_allocations(120, "1.5");
+    let mut config = case.worker(&script);
     config.limit_memory_mb = 200;
     let out = case.run(config).await;
     out.assert_ran();
@@ -1120,26 +1139,10 @@ EOF"#;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_stops_at_the_default_process_limit() {
     let case = Case::new();
-    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
-import os, time
-n = 0
-for i in range(600):
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(3)
-        os._exit(0)
-    n += 1
-print('forked', n, flush=True)
-EOF"#;
-    let out = case.run(case.worker(script)).await;
+    let script = fork_bomb(600, 3);
+    let out = case.run(case.worker(&script)).await;
     out.assert_ran();
-    let forked: Option<u32> = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("forked ")?.trim().parse().ok());
+    let forked = forked_count(&out.stdout);
     assert!(
         forked.is_some_and(|n| n < 256),
         "forked {forked:?} at the defaults: {} {}",
@@ -1157,25 +1160,8 @@ EOF"#;
 #[tokio::test(flavor = "multi_thread")]
 async fn unbounded_allocation_stops_at_the_default_memory_limit() {
     let case = Case::new();
-    let script = r#"echo started; /usr/bin/python3 - <<'EOF'
-import os, time
-kids = []
-for i in range(4):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            b = b'x' * (400 << 20)
-            time.sleep(2)
-            os._exit(0)
-        except MemoryError:
-            os._exit(3)
-    kids.append(pid)
-ok = sum(1 for k in kids if os.waitpid(k, 0)[1] == 0)
-print('held', ok, flush=True)
-if ok == 4:
-    print('ALL-HELD', flush=True)
-EOF"#;
-    let out = case.run(case.worker(script)).await;
+    let script = four_allocations(400, "2");
+    let out = case.run(case.worker(&script)).await;
     out.assert_ran();
     assert!(
         !out.stdout.contains("ALL-HELD"),
