@@ -4,7 +4,7 @@
 //! every attach, so a rotated token is picked up at the next reconnect without a
 //! restart. The token is never logged: errors name the file, not its content.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jct::bearer::TokenFileError;
@@ -64,10 +64,8 @@ pub fn client_tls(url: &str, files: &TlsFiles) -> Result<Option<ClientTlsConfig>
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot read the worker token file {path}: {reason}")]
-    TokenUnreadable { path: String, reason: String },
-    #[error("the worker token file {path} holds no usable token (one line of printable ASCII)")]
-    TokenMalformed { path: String },
+    #[error("JCT_WORKER_TOKEN_FILE: {0}")]
+    Token(#[from] TokenFileError),
     #[error("cannot reach the intake: {}", jct::tls::error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -85,7 +83,7 @@ impl IntakeLink {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        read_token(path).map(Some)
+        Ok(Some(jct::bearer::authorization_from_file(path)?))
     }
 
     pub async fn connect(&self) -> Result<Channel, LinkError> {
@@ -103,14 +101,6 @@ impl IntakeLink {
             .connect()
             .await?)
     }
-}
-
-/// The shared token-file reader, with this worker's wording.
-fn read_token(path: &Path) -> Result<MetadataValue<Ascii>, LinkError> {
-    jct::bearer::authorization_from_file(path).map_err(|error| match error {
-        TokenFileError::Unreadable { path, reason } => LinkError::TokenUnreadable { path, reason },
-        TokenFileError::Malformed { path } => LinkError::TokenMalformed { path },
-    })
 }
 
 #[cfg(test)]

@@ -208,30 +208,41 @@ fn parent_of(pid: i32) -> Option<i32> {
         .ok()
 }
 
-/// Polls until the init is past arming (or cannot be seen, which opens the
-/// gate too); false if it is gone or did not get there in time.
+/// Polls until the init is past arming; false if it is gone, or if it was not
+/// seen armed in time. An init whose state cannot be read (`/proc/PID/syscall`
+/// hidden by ptrace restrictions) is not assumed armed: the gate exists to
+/// prove it, so the program is refused rather than started unproven.
 fn wait_armed(pid: i32) -> bool {
-    let deadline = std::time::Instant::now() + ARM_PATIENCE;
+    wait_until_armed(|| probe(pid), ARM_PATIENCE, pid)
+}
+
+fn wait_until_armed(mut probe: impl FnMut() -> Probe, patience: Duration, pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + patience;
+    let mut seen = false;
     loop {
-        match probe(pid) {
+        match probe() {
             Probe::Waiting => return true,
-            Probe::Unknown => {
-                tracing::debug!(
-                    pid,
-                    "cannot see whether the sandbox's init armed; opening the gate"
-                );
-                return true;
-            }
             // bubblewrap failed before the program: nothing to open
             Probe::Gone => return false,
-            Probe::Busy if std::time::Instant::now() >= deadline => {
-                tracing::warn!(
-                    pid,
-                    "the sandbox's init did not arm in time; the program is not run"
-                );
-                return false;
+            state @ (Probe::Busy | Probe::Unknown) => {
+                seen |= state == Probe::Busy;
+                if std::time::Instant::now() >= deadline {
+                    if seen {
+                        tracing::warn!(
+                            pid,
+                            "the sandbox's init did not arm in time; the program is not run"
+                        );
+                    } else {
+                        tracing::warn!(
+                            pid,
+                            "cannot read whether the sandbox's init armed (/proc/PID/syscall); \
+                             the program is not run"
+                        );
+                    }
+                    return false;
+                }
+                std::thread::sleep(POLL);
             }
-            Probe::Busy => std::thread::sleep(POLL),
         }
     }
 }
@@ -389,6 +400,20 @@ fn dying(pid: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_init_that_cannot_be_seen_armed_keeps_the_gate_closed() {
+        let patience = Duration::from_millis(20);
+        assert!(!wait_until_armed(|| Probe::Unknown, patience, 1));
+        assert!(!wait_until_armed(|| Probe::Busy, patience, 1));
+        assert!(!wait_until_armed(|| Probe::Gone, patience, 1));
+        let mut states = [Probe::Unknown, Probe::Busy, Probe::Waiting].into_iter();
+        assert!(wait_until_armed(
+            || states.next().unwrap_or(Probe::Gone),
+            patience,
+            1
+        ));
+    }
 
     #[test]
     fn a_running_process_is_not_dying() {

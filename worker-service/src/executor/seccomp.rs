@@ -70,9 +70,15 @@ fn denied() -> Vec<(&'static str, i64)> {
 const DENIED_IOCTLS: &[(&str, u64)] = &[("TIOCSTI", 0x5412), ("TIOCLINUX", 0x541C)];
 
 /// x86_64's x32 ABI reaches the same calls with this bit set in the number,
-/// under the same audit arch: each entry is denied under both numbers.
+/// under the same audit arch: each entry is denied under both numbers, and
+/// under x32's own numbers where it has them.
 #[cfg(target_arch = "x86_64")]
 const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+/// x32's numbers for `ioctl` and `kexec_load` (arch/x86/entry/syscalls/syscall_64.tbl).
+#[cfg(target_arch = "x86_64")]
+const X32_IOCTL: i64 = 514;
+#[cfg(target_arch = "x86_64")]
+const X32_KEXEC_LOAD: i64 = 528;
 
 /// The compiled filter, as bubblewrap reads it (an array of `sock_filter`).
 pub fn program() -> Result<&'static [u8], String> {
@@ -108,6 +114,11 @@ fn compile() -> Result<Vec<u8>, String> {
             .map(|(nr, chain)| (nr | X32_SYSCALL_BIT, chain.clone()))
             .collect();
         rules.extend(x32);
+        // x32 gives ioctl and kexec_load numbers of their own (their x86_64
+        // numbers are not implemented there): deny those too
+        let ioctl = rules.get(&libc::SYS_ioctl).cloned().unwrap_or_default();
+        rules.insert(X32_IOCTL | X32_SYSCALL_BIT, ioctl);
+        rules.insert(X32_KEXEC_LOAD | X32_SYSCALL_BIT, Vec::new());
     }
     let filter = SeccompFilter::new(
         rules,
@@ -127,16 +138,24 @@ fn compile() -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// A sealed-size memory file holding the filter, read from its start by
-/// bubblewrap (close-on-exec: the child keeps it open for bubblewrap only).
+/// A sealed memory file holding the filter (no further writes, growth or
+/// shrinking), read from its start by bubblewrap (close-on-exec: the child keeps
+/// it open for bubblewrap only).
 pub fn memfd() -> io::Result<OwnedFd> {
-    use rustix::fs::{MemfdFlags, SeekFrom};
+    use rustix::fs::{MemfdFlags, SealFlags, SeekFrom};
     let program = program().map_err(io::Error::other)?;
-    let fd = rustix::fs::memfd_create(c"jct-seccomp", MemfdFlags::CLOEXEC)?;
+    let fd = rustix::fs::memfd_create(
+        c"jct-seccomp",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
     let mut written = 0;
     while written < program.len() {
         written += rustix::io::write(&fd, &program[written..])?;
     }
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
     rustix::fs::seek(&fd, SeekFrom::Start(0))?;
     Ok(fd)
 }
