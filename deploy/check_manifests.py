@@ -121,6 +121,23 @@ def check_secret_file(where, variable, env, container, pod, secrets):
     problem(where, f"{variable} {path} is not on any mounted volume")
 
 
+# What the command executor's sandbox binds read-only into every task
+# (worker-service/src/executor/bwrap.rs SYSTEM_DIRS): a worker secret there is
+# readable by every task program that shares the worker's uid.
+SANDBOX_VISIBLE_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def check_worker_secrets_hidden(where, component, env):
+    """The worker's token and TLS key live outside what the sandbox shows."""
+    if component != "worker":
+        return
+    for variable in ("JCT_WORKER_TOKEN_FILE",) + TLS_FILES["worker"]:
+        path = str(env.get(variable) or "")
+        if any(path == d or path.startswith(d + "/") for d in SANDBOX_VISIBLE_DIRS):
+            problem(where, f"{variable} {path} is under a directory the task sandbox shows; "
+                           "mount it under /run/secrets")
+
+
 TLS_FILES = {
     "intake": ("JCT_TLS_CERT_FILE", "JCT_TLS_KEY_FILE", "JCT_TLS_CLIENT_CA_FILE"),
     "worker": ("JCT_TLS_CA_FILE", "JCT_TLS_CERT_FILE", "JCT_TLS_KEY_FILE"),
@@ -230,6 +247,7 @@ def check_overlay(path, objects):
                     problem(cwhere, "the intake needs a preStop sleep so no request is cut")
                 check_token_file(cwhere, component, env, c, pod, secrets)
                 check_tls(cwhere, component, env, c, pod, certificates)
+                check_worker_secrets_hidden(cwhere, component, env)
                 if component == "worker" and env.get("JCT_NETWORK_ISOLATION") != "off":
                     problem(cwhere, "JCT_NETWORK_ISOLATION must be off: the pod has no CAP_SYS_ADMIN")
                 if component == "intake":
