@@ -45,8 +45,9 @@ async fn scrape(addr: &str) -> Scrape {
     Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("Prometheus text")
 }
 
-/// The value of the one sample named `name` whose labels include `labels`
-/// (a histogram's count), or 0 when there is none yet.
+/// The value of the one sample named `name` whose labels include `labels` (a
+/// histogram's count). A missing sample fails the test: a renamed or
+/// unregistered metric must not read as zero.
 fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<&Sample> = scrape
         .samples
@@ -55,11 +56,16 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .collect();
     assert!(matching.len() <= 1, "{name} {labels:?}: {matching:?}");
-    matching.first().map_or(0.0, |sample| match &sample.value {
+    let Some(sample) = matching.first() else {
+        let names: std::collections::BTreeSet<&str> =
+            scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+        panic!("no sample {name} {labels:?} in the scrape; it has {names:?}");
+    };
+    match &sample.value {
         Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
         Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
         Value::Summary(_) => panic!("{name} is a summary, not a histogram"),
-    })
+    }
 }
 
 fn types(scrape: &Scrape) -> HashMap<String, Sample> {
