@@ -12,6 +12,7 @@ mod m20261203_000400_audit_events;
 mod m20261203_000500_queued_at_index;
 mod m20261203_000600_audit_worker_id;
 mod m20261203_000700_task_traceparent;
+mod m20261203_000800_queue_order_index;
 #[cfg(feature = "test-util")]
 pub mod test_database;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000500_queued_at_index::Migration),
             Box::new(m20261203_000600_audit_worker_id::Migration),
             Box::new(m20261203_000700_task_traceparent::Migration),
+            Box::new(m20261203_000800_queue_order_index::Migration),
         ]
     }
 }

@@ -17,6 +17,7 @@ pub mod reporter;
 pub mod runner;
 pub mod session;
 pub mod trace;
+pub mod trace_sync;
 pub mod worker;
 pub mod workspace;
 

@@ -169,7 +169,7 @@ mod tests {
         std::os::unix::fs::symlink(&secret, out.join("link.txt"))?;
         std::fs::create_dir(out.join("sub"))?;
         let trace = crate::trace::TraceFolder::create(
-            &root.path().canonicalize()?.join("t"),
+            &crate::trace::TraceRoot::open(&root.path().canonicalize()?.join("t"))?,
             uuid::Uuid::now_v7(),
             1,
         )?;

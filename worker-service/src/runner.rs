@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::executor::{self, CommandConfig, ExecutorKind, Outcome};
 use crate::reporter::Reporter;
-use crate::trace::{self, TraceFolder};
+use crate::trace::{self, TraceFolder, TraceRoot};
 use jct::task_json::task as task_to_json;
 
 /// Why a running task is being stopped before it finished.
@@ -58,7 +58,7 @@ impl TaskControl {
 /// What every run on this worker shares.
 pub struct RunnerContext {
     pub worker_id: String,
-    pub trace_root: PathBuf,
+    pub trace_root: Arc<TraceRoot>,
     pub executor: ExecutorKind,
     pub command: Option<CommandConfig>,
     pub workspace_root: PathBuf,
@@ -244,7 +244,7 @@ impl Attempt {
     /// (stamped with when the assignment arrived).
     fn open_trace(
         &self,
-        root: &std::path::Path,
+        root: &Arc<TraceRoot>,
         task_document: &Json,
         received_at: String,
         lease_expires_at: Option<i64>,
@@ -315,6 +315,7 @@ async fn record_run(
             );
             trace.write_json(trace::MANIFEST_FILE, &manifest)?;
             trace.event("finished", json!({ "status": "completed" }))?;
+            trace.sync()?;
             Ok((trace.uri(), Outcome::Completed { result }))
         })
         .await;

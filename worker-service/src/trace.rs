@@ -15,6 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -22,6 +23,8 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::trace_sync::GroupSync;
 
 pub const TASK_FILE: &str = "task.json";
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -44,7 +47,40 @@ const SEALED: &[&str] = &[
     ERROR_FILE,
 ];
 
+/// The trace root, opened once: every folder is made under its descriptor, and
+/// folders are made durable together ([`GroupSync`]).
+pub struct TraceRoot {
+    path: PathBuf,
+    fd: OwnedFd,
+    durable: GroupSync,
+}
+
+impl TraceRoot {
+    /// Opens (making it if needed) the trace root; `path` must be canonical, so a
+    /// folder's `uri` is an absolute path without resolving it again per task.
+    pub fn open(path: &Path) -> io::Result<Arc<TraceRoot>> {
+        fs::create_dir_all(path)?;
+        let fd = open_dir(rustix::fs::CWD, path)?;
+        let durable = GroupSync::new(open_dir(&fd, Path::new("."))?);
+        Ok(Arc::new(TraceRoot {
+            path: path.to_path_buf(),
+            fd,
+            durable,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `syncfs` calls made so far.
+    pub fn syncs(&self) -> u64 {
+        self.durable.generations()
+    }
+}
+
 pub struct TraceFolder {
+    root: Arc<TraceRoot>,
     dir: PathBuf,
     fd: OwnedFd,
     events: File,
@@ -62,12 +98,9 @@ impl TraceFolder {
     }
 
     /// Creates (or, for a re-delivered attempt, reopens) the folder of an attempt
-    /// under `root`, which the worker canonicalized once at start (so `uri` is an
-    /// absolute path without resolving it again per task).
-    pub fn create(root: &Path, task_id: Uuid, attempt: i32) -> io::Result<TraceFolder> {
-        fs::create_dir_all(root)?;
-        let root_fd = open_dir(rustix::fs::CWD, root)?;
-        let mut fd = subdir(&root_fd, &task_id.to_string())?;
+    /// under `root`.
+    pub fn create(root: &Arc<TraceRoot>, task_id: Uuid, attempt: i32) -> io::Result<TraceFolder> {
+        let mut fd = subdir(&root.fd, &task_id.to_string())?;
         if attempt > 1 {
             fd = subdir(&fd, &format!("attempt-{attempt}"))?;
         }
@@ -81,7 +114,8 @@ impl TraceFolder {
             return Err(io::Error::other("events.jsonl is not a regular file"));
         }
         Ok(TraceFolder {
-            dir: root.join(Self::relative_dir(task_id, attempt)),
+            root: root.clone(),
+            dir: root.path.join(Self::relative_dir(task_id, attempt)),
             fd,
             events,
         })
@@ -136,10 +170,11 @@ impl TraceFolder {
         self.write_bytes(name, text.as_bytes())
     }
 
+    /// Written, not yet durable: [`TraceFolder::sync`] makes the folder durable
+    /// as a whole before the outcome is reported.
     fn write_bytes(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut file = self.create_file(name)?;
-        file.write_all(bytes)?;
-        file.sync_data()
+        file.write_all(bytes)
     }
 
     /// Size and SHA-256 of every artifact present, read without following links:
@@ -175,11 +210,10 @@ impl TraceFolder {
         Ok(Json::Object(artifacts))
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: the files, the events and the
+    /// directory entries, shared with the other folders finishing now.
     pub fn sync(&self) -> io::Result<()> {
-        self.events.sync_data()?;
-        rustix::fs::fsync(&self.fd)?;
-        Ok(())
+        self.root.durable.sync()
     }
 }
 
@@ -288,7 +322,7 @@ mod tests {
     #[test]
     fn events_are_json_lines_with_timestamps() -> io::Result<()> {
         let root = tempfile::tempdir()?;
-        let mut trace = TraceFolder::create(&root.path().canonicalize()?, Uuid::now_v7(), 1)?;
+        let mut trace = TraceFolder::create(&TraceRoot::open(&root.path().canonicalize()?)?, Uuid::now_v7(), 1)?;
         trace.event("assigned", json!({"attempt": 1}))?;
         trace.event("started", json!({}))?;
         let text = fs::read_to_string(trace.dir().join(EVENTS_FILE))?;
@@ -307,7 +341,7 @@ mod tests {
     #[test]
     fn files_are_private_and_links_are_replaced_not_followed() -> io::Result<()> {
         let root = tempfile::tempdir()?;
-        let trace = TraceFolder::create(&root.path().canonicalize()?, Uuid::now_v7(), 2)?;
+        let trace = TraceFolder::create(&TraceRoot::open(&root.path().canonicalize()?)?, Uuid::now_v7(), 2)?;
         let victim = root.path().join("victim");
         fs::write(&victim, "original")?;
         std::os::unix::fs::symlink(&victim, trace.dir().join(RESULT_FILE))?;

@@ -56,13 +56,9 @@ pub async fn run(
     intake
         .authorization()
         .map_err(|error| WorkerError::Config(error.to_string()))?;
-    std::fs::create_dir_all(&config.trace_root).map_err(|source| WorkerError::Io {
-        what: format!("the trace root {}", config.trace_root.display()),
-        source,
-    })?;
-    let trace_root = config
-        .trace_root
-        .canonicalize()
+    let trace_root = std::fs::create_dir_all(&config.trace_root)
+        .and_then(|()| config.trace_root.canonicalize())
+        .and_then(|path| crate::trace::TraceRoot::open(&path))
         .map_err(|source| WorkerError::Io {
             what: format!("the trace root {}", config.trace_root.display()),
             source,
@@ -126,7 +122,7 @@ pub async fn run(
     let (draining, drain_requested) = (session.draining.clone(), session.drain_requested.clone());
     info!(
         %worker_id, intake = %config.intake_url, executor = config.executor.as_str(),
-        capacity = config.capacity, trace_root = %trace_root.display(),
+        capacity = config.capacity, trace_root = %trace_root.path().display(),
         health = ?health_addr, network_isolation = ?config.network_isolation,
         "worker-service started"
     );

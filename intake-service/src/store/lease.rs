@@ -80,7 +80,9 @@ const CLAIM_SQLITE: &str = "\
 UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = $1, updated_at = $1,
     changed_by = NULL, changed_via = NULL, worker_id = $2, lease_token = randomblob(16), lease_expires_at = $3
 WHERE id IN (
-    SELECT id FROM tasks
+    -- read in queue order (the planner would otherwise read every available
+    -- queued task through ix_tasks_dispatch and sort them all for a few)
+    SELECT id FROM tasks INDEXED BY ix_tasks_queue_order
     WHERE status = 'queued' AND available_at <= $1   -- not in a retry backoff
     ORDER BY queued_at, id                           -- oldest first
     LIMIT $4)

@@ -65,7 +65,7 @@ impl Store {
     /// When the task that has waited longest in the queue entered it (its
     /// `queued_at`: a requeued task waits from its requeue, as the dispatcher
     /// orders them), or `None` when nothing is queued. Exact, and one seek of
-    /// `ix_tasks_status_queued_at` however long the queue is.
+    /// `ix_tasks_queue_order` however long the queue is.
     pub async fn oldest_queued_at(&self) -> Result<Option<Micros>, StoreError> {
         let oldest = Entity::find()
             .select_only()

@@ -216,6 +216,19 @@ impl Service {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU time the process has used so far (user + system), in milliseconds:
+    /// a cost per task that holds when other work shares the cores.
+    fn cpu_ms(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // fields after the command name, which is in parentheses and may hold spaces
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+        // in USER_HZ, which Linux fixes at 100 for user space on every architecture
+        (ticks(11) + ticks(12)) as f64 * 10.0
+    }
+
     async fn stop(mut self) {
         // SIGTERM, then wait (the services drain)
         let _ = Command::new("kill")
@@ -322,7 +335,7 @@ fn start_worker(
         .env("JCT_INTAKE_URL", intake)
         .env("JCT_TRACE_ROOT", trace_root)
         .env("JCT_WORKER_ID", format!("bench-worker-{id}"))
-        .env("JCT_WORKER_CAPACITY", "64")
+        .env("JCT_WORKER_CAPACITY", std::env::var("JCT_BENCH_CAPACITY").unwrap_or_else(|_| "64".into()))
         .env("JCT_WORKER_HEALTH_ADDR", "")
         .env("RUST_LOG", "warn")
         .current_dir(dir.path())
@@ -622,7 +635,10 @@ async fn bench_dispatch(
         for n in 0..tasks {
             let mut client = client.clone();
             pending.push(tokio::spawn(async move {
-                client.enqueue(enqueue_request(n)).await.map(|_| ())
+                client
+                    .enqueue(enqueue_request(n))
+                    .await
+                    .map(|answer| answer.into_inner().task_id)
             }));
             if pending.len() >= 64 {
                 for task in pending.drain(..) {
@@ -630,18 +646,40 @@ async fn bench_dispatch(
                 }
             }
         }
+        // the last tasks enqueued are claimed last (oldest first): the drain is
+        // watched through them, so the watching costs the intake a cached
+        // GetTask, not a count of the whole table every few milliseconds
+        let mut last_enqueued = Vec::new();
         for task in pending.drain(..) {
-            task.await??;
+            last_enqueued.push(task.await??);
         }
         let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
         let traces = tempfile::Builder::new()
             .prefix("burst-")
             .tempdir_in(trace_dir)?
             .keep();
+        let intake_cpu_before = intake.cpu_ms();
         let started = Instant::now();
         let mut running = Vec::new();
         for id in 0..workers {
             running.push(start_worker(bin_dir, &address, &traces, id)?);
+        }
+        for task_id in &last_enqueued {
+            loop {
+                let task = client
+                    .get_task(pb::GetTaskRequest {
+                        task_id: task_id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                if matches!(task.status.as_str(), "completed" | "failed" | "cancelled") {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("drain did not finish: task {task_id} is {}", task.status);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
         let mut operator = OperatorServiceClient::new(channel.clone());
         loop {
@@ -659,6 +697,8 @@ async fn bench_dispatch(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let drain = started.elapsed().as_secs_f64();
+        let intake_cpu = intake.cpu_ms() - intake_cpu_before;
+        let workers_cpu: f64 = running.iter().map(Service::cpu_ms).sum();
         let folders = std::fs::read_dir(&traces)?.count();
         let worker_peaks: Vec<String> = running
             .iter()
@@ -672,6 +712,11 @@ async fn bench_dispatch(
             tasks as f64 / enqueue_secs,
             intake_peak as f64 / 1024.0,
             worker_peaks.join(",")
+        );
+        println!(
+            "burst cpu per task: intake {:.1} µs, workers {:.1} µs (user + system, from /proc)",
+            intake_cpu * 1000.0 / tasks as f64,
+            workers_cpu * 1000.0 / tasks as f64,
         );
         for worker in running {
             worker.stop().await;
