@@ -2,7 +2,7 @@
 //! against the real binaries (spawned from the same target directory).
 //!
 //!   jct-bench intake   [--backend sqlite|postgres] [--concurrency 1,16,64] [--seconds 5]
-//!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4]
+//!   jct-bench dispatch [--backend sqlite|postgres] [--tasks 5000] [--workers 1,4] [--capacity N] [--peer dramatiq] [--rounds 1]
 //!   jct-bench sandbox  [--runs 300]
 //!   jct-bench identity [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3] [--audit-reader [--audit-pages-per-second N]]
 //!   jct-bench poison   [--backend sqlite|postgres] [--concurrency 64] [--seconds 5] [--rounds 3]
@@ -32,6 +32,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 mod depth;
 mod hostile;
+mod peer;
 mod rounds;
 mod watch;
 
@@ -74,6 +75,14 @@ enum Mode {
         workers: Vec<usize>,
         #[arg(long, default_value_t = 300)]
         latency_tasks: usize,
+        /// JCT_WORKER_CAPACITY of each worker (default: unset, the worker's own).
+        #[arg(long, env = "JCT_BENCH_CAPACITY")]
+        capacity: Option<u32>,
+        /// Also measure this peer in each round, after JCT's runs.
+        #[arg(long, value_enum)]
+        peer: Option<peer::Peer>,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Enqueue without authentication, with token authentication, and with tokens
     /// over mutual TLS, in rounds (each round runs the three in turn, each against
@@ -174,21 +183,25 @@ async fn main() -> anyhow::Result<()> {
             tasks,
             workers,
             latency_tasks,
+            capacity,
+            peer,
+            rounds,
         } => {
             let trace_dir = cli
                 .trace_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("jct-bench-traces"));
             std::fs::create_dir_all(&trace_dir)?;
             println!("trace folders kept under {}", trace_dir.display());
-            bench_dispatch(
-                &bin_dir,
-                &cli.backend,
+            let run = Dispatch {
+                bin_dir: &bin_dir,
+                backend: &cli.backend,
                 tasks,
-                &workers,
+                worker_counts: &workers,
                 latency_tasks,
-                &trace_dir,
-            )
-            .await
+                trace_dir: &trace_dir,
+                capacity,
+            };
+            bench_dispatch(&run, peer, rounds).await
         }
     }
 }
@@ -223,7 +236,12 @@ impl Service {
         // fields after the command name, which is in parentheses and may hold spaces
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
         // in USER_HZ, which Linux fixes at 100 for user space on every architecture
         (ticks(11) + ticks(12)) as f64 * 10.0
@@ -324,20 +342,27 @@ async fn start_intake_with(
     ))
 }
 
+/// `capacity` None leaves JCT_WORKER_CAPACITY unset: the worker's default.
 fn start_worker(
     bin_dir: &Path,
     intake: &str,
     trace_root: &Path,
     id: usize,
+    capacity: Option<u32>,
 ) -> anyhow::Result<Service> {
     let dir = tempfile::tempdir()?;
-    let child = Command::new(bin_dir.join("worker-service"))
+    let mut command = Command::new(bin_dir.join("worker-service"));
+    command
         .env("JCT_INTAKE_URL", intake)
         .env("JCT_TRACE_ROOT", trace_root)
         .env("JCT_WORKER_ID", format!("bench-worker-{id}"))
-        .env("JCT_WORKER_CAPACITY", std::env::var("JCT_BENCH_CAPACITY").unwrap_or_else(|_| "64".into()))
+        .env_remove("JCT_WORKER_CAPACITY")
         .env("JCT_WORKER_HEALTH_ADDR", "")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    if let Some(capacity) = capacity {
+        command.env("JCT_WORKER_CAPACITY", capacity.to_string());
+    }
+    let child = command
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -617,15 +642,79 @@ fn sha256_hex(text: &str) -> String {
 
 // === dispatch ===
 
-async fn bench_dispatch(
-    bin_dir: &Path,
-    backend: &str,
+struct Dispatch<'a> {
+    bin_dir: &'a Path,
+    backend: &'a str,
     tasks: usize,
-    worker_counts: &[usize],
+    worker_counts: &'a [usize],
     latency_tasks: usize,
-    trace_dir: &Path,
+    trace_dir: &'a Path,
+    capacity: Option<u32>,
+}
+
+/// What a round of JCT measured, to set beside the peer's.
+struct DispatchFigures {
+    /// (workers, tasks/s) for each burst.
+    bursts: Vec<(usize, f64)>,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Rounds of JCT's bursts and latency, each followed by the peer's, so that
+/// both meet the same load on the machine.
+async fn bench_dispatch(
+    run: &Dispatch<'_>,
+    peer: Option<peer::Peer>,
+    rounds: usize,
 ) -> anyhow::Result<()> {
-    println!("backend={backend}");
+    if let Some(peer) = peer {
+        peer::check_installed(peer).await?;
+    }
+    let capacity = run
+        .capacity
+        .unwrap_or(worker_service::config::WorkerConfig::defaults().capacity);
+    println!(
+        "backend={} capacity={capacity}{}",
+        run.backend,
+        if run.capacity.is_none() {
+            " (the worker's default)"
+        } else {
+            ""
+        }
+    );
+    let mut measured = Vec::new();
+    for round in 1..=rounds.max(1) {
+        println!("== round {round}/{}", rounds.max(1));
+        let jct = dispatch_round(run).await?;
+        let Some(peer) = peer else { continue };
+        let other = peer::run(peer, run.tasks, run.latency_tasks).await?;
+        for &(workers, rate) in &jct.bursts {
+            println!(
+                "ratio: JCT {workers} workers x {capacity} ({} in flight) / {} drain rate = {:.2}",
+                workers * capacity as usize,
+                peer.name(),
+                rate / other.rate
+            );
+        }
+        measured.push((jct, other));
+    }
+    if let Some(peer) = peer.filter(|_| measured.len() > 1) {
+        peer::summary(peer, &measured, capacity);
+    }
+    Ok(())
+}
+
+async fn dispatch_round(run: &Dispatch<'_>) -> anyhow::Result<DispatchFigures> {
+    let Dispatch {
+        bin_dir,
+        backend,
+        tasks,
+        worker_counts,
+        latency_tasks,
+        trace_dir,
+        capacity,
+    } = *run;
+    let mut bursts = Vec::new();
     for &workers in worker_counts {
         let (intake, address) = start_intake(bin_dir, backend).await?;
         let channel = channels(&address, 1).await?.remove(0);
@@ -662,7 +751,7 @@ async fn bench_dispatch(
         let started = Instant::now();
         let mut running = Vec::new();
         for id in 0..workers {
-            running.push(start_worker(bin_dir, &address, &traces, id)?);
+            running.push(start_worker(bin_dir, &address, &traces, id, capacity)?);
         }
         for task_id in &last_enqueued {
             loop {
@@ -718,6 +807,7 @@ async fn bench_dispatch(
             intake_cpu * 1000.0 / tasks as f64,
             workers_cpu * 1000.0 / tasks as f64,
         );
+        bursts.push((workers, tasks as f64 / drain));
         for worker in running {
             worker.stop().await;
         }
@@ -735,7 +825,7 @@ async fn bench_dispatch(
         .prefix("latency-")
         .tempdir_in(trace_dir)?
         .keep();
-    let worker = start_worker(bin_dir, &address, &traces, 0)?;
+    let worker = start_worker(bin_dir, &address, &traces, 0, capacity)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (worker_idle, _) = worker.rss_kb();
     let mut client = TaskServiceClient::new(channels(&address, 1).await?.remove(0));
@@ -770,9 +860,14 @@ async fn bench_dispatch(
         histogram.max() as f64 / 1000.0,
         worker_idle as f64 / 1024.0
     );
+    let figures = DispatchFigures {
+        bursts,
+        p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    };
     worker.stop().await;
     intake.stop().await;
-    Ok(())
+    Ok(figures)
 }
 
 /// Microseconds since the epoch of an RFC 3339 UTC timestamp as the trace writes it.
