@@ -92,20 +92,30 @@ async fn fill(
             return Ok(idle_recheck);
         }
         let mut claimed_any = false;
-        for worker in hungry {
-            let now = Instant::now();
-            if refused.skips(worker.session, now) {
-                continue;
-            }
-            let limit = worker.free.min(dispatcher.config().max_claim_batch);
-            let tasks = match dispatcher
-                .store()
-                .claim(&worker.worker_id, limit, dispatcher.config().lease_ttl)
-                .await
-            {
+        let now = Instant::now();
+        // every hungry worker's claim at once: they reach the batching writer
+        // together and commit in one transaction
+        let claims = hungry
+            .into_iter()
+            .filter(|worker| !refused.skips(worker.session, now))
+            .map(|worker| async move {
+                let limit = worker.free.min(dispatcher.config().max_claim_batch);
+                let claimed = dispatcher
+                    .store()
+                    .claim(&worker.worker_id, limit, dispatcher.config().lease_ttl)
+                    .await;
+                (worker, claimed)
+            });
+        let mut unavailable = None;
+        for (worker, claimed) in futures::future::join_all(claims).await {
+            let tasks = match claimed {
                 Ok(tasks) => tasks,
                 // the database itself is down: nobody can claim, wait and retry
-                Err(error) if error.is_retryable() => return Err(error),
+                // (after delivering what the other claims took)
+                Err(error) if error.is_retryable() => {
+                    unavailable = Some(error);
+                    continue;
+                }
                 // something about this worker makes its claim fail every time:
                 // skip it for a while, the others keep their work flowing
                 Err(error) => {
@@ -117,10 +127,13 @@ async fn fill(
             };
             refused.until.remove(&worker.session);
             if tasks.is_empty() {
-                break;
+                continue;
             }
             claimed_any = true;
             deliver(dispatcher, worker.session, tasks).await;
+        }
+        if let Some(error) = unavailable.filter(|_| !claimed_any) {
+            return Err(error);
         }
         if !claimed_any {
             // nothing is available now (or only refused workers want it): sleep

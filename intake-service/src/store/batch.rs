@@ -13,6 +13,7 @@ use crate::task::{Task, TaskSpec, now_micros};
 use super::cache::TaskCache;
 use super::connect::Backend;
 use super::insert::Enqueued;
+use super::lease::ClaimRequest;
 use super::transition::{Transition, TransitionError};
 use super::watch::Watchers;
 use super::write::{self, Written};
@@ -27,6 +28,10 @@ pub(super) enum WriteOp {
     Transition {
         change: Transition,
         reply: oneshot::Sender<Result<Task, TransitionError>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        reply: oneshot::Sender<Result<Vec<Task>, StoreError>>,
     },
 }
 
@@ -109,6 +114,7 @@ impl BatchWriter {
         let mut inserts = Vec::new();
         let mut insert_replies = Vec::new();
         let mut transitions = Vec::new();
+        let mut claims = Vec::new();
         for op in ops {
             match op {
                 WriteOp::Insert {
@@ -120,17 +126,23 @@ impl BatchWriter {
                     insert_replies.push(InsertReply { reply });
                 }
                 WriteOp::Transition { change, reply } => transitions.push((change, reply)),
+                WriteOp::Claim { request, reply } => claims.push((request, reply)),
             }
         }
         let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
+        let claim_requests: Vec<&ClaimRequest> = claims.iter().map(|(request, _)| request).collect();
         let Written {
             inserted,
             transitioned,
+            claimed,
         } = write::write_batch(
             &self.db,
             self.group_commits,
-            &inserts,
-            &changes,
+            write::Batch {
+                inserts: &inserts,
+                changes: &changes,
+                claims: &claim_requests,
+            },
             now_micros(),
         )
         .await;
@@ -153,11 +165,19 @@ impl BatchWriter {
             self.watchers.publish(task);
             crate::metrics::finished(task);
         }
+        for task in claimed.iter().flatten().flatten() {
+            self.cache.put(task);
+            self.watchers.publish(task);
+            crate::metrics::claimed(task);
+        }
         for (outcome, waiting) in inserted.into_iter().zip(insert_replies) {
             let _ = waiting.reply.send(outcome);
         }
         for (outcome, (_, reply)) in transitioned.into_iter().zip(transitions) {
             let _ = reply.send(outcome.map(|(task, _)| task));
+        }
+        for (outcome, (_, reply)) in claimed.into_iter().zip(claims) {
+            let _ = reply.send(outcome);
         }
         if committed.queued {
             self.events.task_queued.notify_one();

@@ -104,8 +104,49 @@ pub const RENEW_CHUNK: usize = 256;
 
 // === impl Store ===
 
+/// A claim waiting in the batching writer: up to `limit` tasks for `worker_id`.
+#[derive(Debug, Clone)]
+pub(super) struct ClaimRequest {
+    pub worker_id: String,
+    pub limit: u32,
+    pub lease_ttl: Duration,
+}
+
+/// Runs one claim statement; the tasks come back oldest first.
+pub(super) async fn claim(
+    db: &impl ConnectionTrait,
+    request: &ClaimRequest,
+    now: i64,
+) -> Result<Vec<Task>, StoreError> {
+    let expires_at = now.saturating_add(micros(request.lease_ttl));
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => CLAIM_POSTGRES,
+        _ => CLAIM_SQLITE,
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            now.into(),
+            request.worker_id.as_str().into(),
+            expires_at.into(),
+            i64::from(request.limit).into(),
+        ],
+    );
+    let rows = db.query_all_raw(statement).await?;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in rows {
+        tasks.push(Model::from_query_result(&row, "")?.into_task()?);
+    }
+    tasks.sort_by_key(|task| (task.queued_at, task.id));
+    Ok(tasks)
+}
+
 impl Store {
     /// Claims up to `limit` of the oldest available queued tasks for `worker_id`.
+    /// Claims go through the batching writer: the claims of every hungry worker
+    /// and the reports that freed their slots commit together.
     pub async fn claim(
         &self,
         worker_id: &str,
@@ -115,35 +156,18 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now = now_micros();
-        let expires_at = now.saturating_add(micros(lease_ttl));
-        let backend = self.db_backend();
-        let sql = match backend {
-            DatabaseBackend::Postgres => CLAIM_POSTGRES,
-            _ => CLAIM_SQLITE,
-        };
-        let statement = Statement::from_sql_and_values(
-            backend,
-            sql,
-            [
-                now.into(),
-                worker_id.into(),
-                expires_at.into(),
-                i64::from(limit).into(),
-            ],
-        );
-        let rows = self.writer.query_all_raw(statement).await?;
-        let mut tasks = Vec::with_capacity(rows.len());
-        for row in rows {
-            tasks.push(Model::from_query_result(&row, "")?.into_task()?);
-        }
-        tasks.sort_by_key(|task| (task.queued_at, task.id));
-        for task in &tasks {
-            self.cache.put(task);
-            self.watchers.publish(task);
-            crate::metrics::claimed(task);
-        }
-        Ok(tasks)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batch
+            .submit(super::batch::WriteOp::Claim {
+                request: ClaimRequest {
+                    worker_id: worker_id.to_string(),
+                    limit,
+                    lease_ttl,
+                },
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Extends the leases that are still current; returns the tasks renewed.

@@ -24,7 +24,7 @@ mod write;
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseBackend, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
@@ -84,10 +84,6 @@ impl Store {
 
     pub fn events(&self) -> &StoreEvents {
         &self.events
-    }
-
-    fn db_backend(&self) -> DatabaseBackend {
-        self.writer.get_database_backend()
     }
 
     /// Answers whether the database is reachable now.

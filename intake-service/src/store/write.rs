@@ -1,7 +1,8 @@
 //! Writing one batch so that a request the database refuses fails alone.
 //!
 //! The fast path writes the whole batch as it came: all inserts in one statement,
-//! every status change after it, in one transaction where a commit is a flush.
+//! every status change after it, then the claims, in one transaction. The
+//! claims come last so that they may take tasks enqueued in the same batch.
 //! When that fails for a reason other than the database being unavailable, some
 //! request in the batch carries something the database refuses (a NUL in text on
 //! Postgres, a value a constraint rejects). The batch is then written again one
@@ -21,22 +22,39 @@ use tracing::warn;
 use crate::task::{Task, TaskSpec};
 
 use super::insert::{self, Enqueued};
+use super::lease::{self, ClaimRequest};
 use super::transition::{self, Transition, TransitionError};
 use super::{CancelNotice, StoreError};
+
+/// The requests of one batch, by kind.
+#[derive(Clone, Copy)]
+pub(super) struct Batch<'a> {
+    pub inserts: &'a [(TaskSpec, i32)],
+    pub changes: &'a [&'a Transition],
+    pub claims: &'a [&'a ClaimRequest],
+}
 
 /// Each request's outcome, in the order the requests came.
 pub(super) struct Written {
     pub inserted: Vec<Result<Enqueued, StoreError>>,
     pub transitioned: Vec<Result<(Task, Option<CancelNotice>), TransitionError>>,
+    pub claimed: Vec<Result<Vec<Task>, StoreError>>,
 }
 
 impl Written {
-    fn all_failed(error: &StoreError, inserts: usize, changes: usize) -> Written {
+    fn all_failed(error: &StoreError, batch: Batch<'_>) -> Written {
         Written {
-            inserted: (0..inserts).map(|_| Err(error.duplicate())).collect(),
-            transitioned: (0..changes)
+            inserted: batch
+                .inserts
+                .iter()
+                .map(|_| Err(error.duplicate()))
+                .collect(),
+            transitioned: batch
+                .changes
+                .iter()
                 .map(|_| Err(TransitionError::Store(error.duplicate())))
                 .collect(),
+            claimed: batch.claims.iter().map(|_| Err(error.duplicate())).collect(),
         }
     }
 }
@@ -44,51 +62,53 @@ impl Written {
 pub(super) async fn write_batch(
     db: &DatabaseConnection,
     group_commits: bool,
-    inserts: &[(TaskSpec, i32)],
-    changes: &[&Transition],
+    batch: Batch<'_>,
     now: i64,
 ) -> Written {
     // A batch with a single write statement (all its inserts are one statement)
     // never needs a transaction.
-    let write_statements = usize::from(!inserts.is_empty()) + changes.len();
+    let write_statements =
+        usize::from(!batch.inserts.is_empty()) + batch.changes.len() + batch.claims.len();
     if !group_commits || write_statements <= 1 {
-        return autocommitted(db, inserts, changes, now).await;
+        return autocommitted(db, batch, now).await;
     }
-    let error = match grouped(db, inserts, changes, now).await {
+    let error = match grouped(db, batch, now).await {
         Ok(written) => return written,
-        Err(error) if error.is_retryable() => {
-            return Written::all_failed(&error, inserts.len(), changes.len());
-        }
+        Err(error) if error.is_retryable() => return Written::all_failed(&error, batch),
         Err(error) => error,
     };
     warn!(%error, requests = write_statements, "write batch refused; writing its requests one by one");
-    match isolated(db, inserts, changes, now).await {
+    match isolated(db, batch, now).await {
         Ok(written) => written,
-        Err(error) => Written::all_failed(&error, inserts.len(), changes.len()),
+        Err(error) => Written::all_failed(&error, batch),
     }
 }
 
 /// The fast path: the whole batch in one transaction; any failure fails it all.
 async fn grouped(
     db: &DatabaseConnection,
-    inserts: &[(TaskSpec, i32)],
-    changes: &[&Transition],
+    batch: Batch<'_>,
     now: i64,
 ) -> Result<Written, StoreError> {
     let txn = db.begin().await?;
-    let inserted = if inserts.is_empty() {
+    let inserted = if batch.inserts.is_empty() {
         Vec::new()
     } else {
-        insert::insert_batch(&txn, inserts, now).await?
+        insert::insert_batch(&txn, batch.inserts, now).await?
     };
-    let mut transitioned = Vec::with_capacity(changes.len());
-    for change in changes {
+    let mut transitioned = Vec::with_capacity(batch.changes.len());
+    for change in batch.changes {
         transitioned.push(transition::apply(&txn, change, now).await?);
+    }
+    let mut claimed = Vec::with_capacity(batch.claims.len());
+    for request in batch.claims {
+        claimed.push(Ok(lease::claim(&txn, request, now).await?));
     }
     txn.commit().await?;
     Ok(Written {
         inserted,
         transitioned,
+        claimed,
     })
 }
 
@@ -96,10 +116,14 @@ async fn grouped(
 /// the transaction itself cannot commit.
 async fn isolated(
     db: &DatabaseConnection,
-    inserts: &[(TaskSpec, i32)],
-    changes: &[&Transition],
+    batch: Batch<'_>,
     now: i64,
 ) -> Result<Written, StoreError> {
+    let Batch {
+        inserts,
+        changes,
+        claims,
+    } = batch;
     let txn = db.begin().await?;
     let mut inserted = Vec::with_capacity(inserts.len());
     for request in inserts {
@@ -115,10 +139,18 @@ async fn isolated(
         settle(savepoint, outcome.is_ok()).await?;
         transitioned.push(outcome.unwrap_or_else(|error| Err(TransitionError::Store(error))));
     }
+    let mut claimed = Vec::with_capacity(claims.len());
+    for request in claims {
+        let savepoint = txn.begin().await?;
+        let outcome = lease::claim(&savepoint, request, now).await;
+        settle(savepoint, outcome.is_ok()).await?;
+        claimed.push(outcome);
+    }
     txn.commit().await?;
     Ok(Written {
         inserted,
         transitioned,
+        claimed,
     })
 }
 
@@ -134,19 +166,19 @@ async fn settle(savepoint: DatabaseTransaction, succeeded: bool) -> Result<(), S
 
 /// Without a transaction every statement commits alone: a refused multi-row
 /// insert is retried row by row, and each status change stands by itself.
-async fn autocommitted(
-    db: &DatabaseConnection,
-    inserts: &[(TaskSpec, i32)],
-    changes: &[&Transition],
-    now: i64,
-) -> Written {
+async fn autocommitted(db: &DatabaseConnection, batch: Batch<'_>, now: i64) -> Written {
+    let Batch {
+        inserts,
+        changes,
+        claims,
+    } = batch;
     let inserted = match inserts {
         [] => Vec::new(),
         [single] => vec![insert_one(db, single, now).await.and_then(|e| e)],
         _ => match insert::insert_batch(db, inserts, now).await {
             Ok(inserted) => inserted,
             Err(error) if error.is_retryable() => {
-                Written::all_failed(&error, inserts.len(), 0).inserted
+                inserts.iter().map(|_| Err(error.duplicate())).collect()
             }
             Err(error) => {
                 warn!(%error, requests = inserts.len(), "insert batch refused; inserting one by one");
@@ -166,9 +198,14 @@ async fn autocommitted(
                 .unwrap_or_else(|error| Err(TransitionError::Store(error))),
         );
     }
+    let mut claimed = Vec::with_capacity(claims.len());
+    for request in claims {
+        claimed.push(lease::claim(db, request, now).await);
+    }
     Written {
         inserted,
         transitioned,
+        claimed,
     }
 }
 
