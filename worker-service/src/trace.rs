@@ -322,7 +322,11 @@ mod tests {
     #[test]
     fn events_are_json_lines_with_timestamps() -> io::Result<()> {
         let root = tempfile::tempdir()?;
-        let mut trace = TraceFolder::create(&TraceRoot::open(&root.path().canonicalize()?)?, Uuid::now_v7(), 1)?;
+        let mut trace = TraceFolder::create(
+            &TraceRoot::open(&root.path().canonicalize()?)?,
+            Uuid::now_v7(),
+            1,
+        )?;
         trace.event("assigned", json!({"attempt": 1}))?;
         trace.event("started", json!({}))?;
         let text = fs::read_to_string(trace.dir().join(EVENTS_FILE))?;
@@ -341,7 +345,11 @@ mod tests {
     #[test]
     fn files_are_private_and_links_are_replaced_not_followed() -> io::Result<()> {
         let root = tempfile::tempdir()?;
-        let trace = TraceFolder::create(&TraceRoot::open(&root.path().canonicalize()?)?, Uuid::now_v7(), 2)?;
+        let trace = TraceFolder::create(
+            &TraceRoot::open(&root.path().canonicalize()?)?,
+            Uuid::now_v7(),
+            2,
+        )?;
         let victim = root.path().join("victim");
         fs::write(&victim, "original")?;
         std::os::unix::fs::symlink(&victim, trace.dir().join(RESULT_FILE))?;

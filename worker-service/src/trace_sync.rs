@@ -142,7 +142,10 @@ mod tests {
                         let before = sync.lock().started;
                         sync.sync()?;
                         let state = sync.lock();
-                        assert!(state.ended > before, "returned before a syncfs that started after the call");
+                        assert!(
+                            state.ended > before,
+                            "returned before a syncfs that started after the call"
+                        );
                     }
                     Ok(())
                 })
@@ -153,7 +156,11 @@ mod tests {
                 .join()
                 .map_err(|_| io::Error::other("a syncing thread panicked"))??;
         }
-        assert!(sync.generations() < 320, "{} syncfs calls", sync.generations());
+        assert!(
+            sync.generations() < 320,
+            "{} syncfs calls",
+            sync.generations()
+        );
         Ok(())
     }
 }

@@ -130,7 +130,8 @@ impl BatchWriter {
             }
         }
         let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
-        let claim_requests: Vec<&ClaimRequest> = claims.iter().map(|(request, _)| request).collect();
+        let claim_requests: Vec<&ClaimRequest> =
+            claims.iter().map(|(request, _)| request).collect();
         let Written {
             inserted,
             transitioned,

@@ -11,8 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -292,34 +291,37 @@ impl Store {
 
     /// Running tasks whose lease expired before now, as (task, lease) pairs.
     pub async fn expired_leases(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
-        let rows = Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::LeaseToken)
-            .filter(Expr::col(Column::Status).eq(Status::Running.as_str()))
-            .filter(Expr::col(Column::LeaseExpiresAt).lt(now_micros()))
-            .order_by_asc(Column::LeaseExpiresAt)
-            .limit(limit)
-            .into_tuple::<(Uuid, Option<Uuid>)>()
-            .all(&self.reader)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, token)| Some((id, token?)))
-            .collect())
+        let backend = self.reader.get_database_backend();
+        let sql = format!(
+            "SELECT id, lease_token FROM tasks{} WHERE status = 'running' AND lease_expires_at < $1 \
+             ORDER BY lease_expires_at LIMIT $2",
+            indexed_by(backend, "ix_tasks_running_lease")
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let statement =
+            Statement::from_sql_and_values(backend, sql, [now_micros().into(), limit.into()]);
+        let mut expired = Vec::new();
+        for row in self.reader.query_all_raw(statement).await? {
+            let id: Uuid = row.try_get("", "id")?;
+            if let Some(token) = row.try_get::<Option<Uuid>>("", "lease_token")? {
+                expired.push((id, token));
+            }
+        }
+        Ok(expired)
     }
 
     /// The earliest time a queued task in backoff becomes available, if any.
     pub async fn next_available_at(&self) -> Result<Option<i64>, StoreError> {
-        let next = Entity::find()
-            .select_only()
-            .column(Column::AvailableAt)
-            .filter(Expr::col(Column::Status).eq(Status::Queued.as_str()))
-            .order_by_asc(Column::AvailableAt)
-            .into_tuple::<i64>()
-            .one(&self.reader)
-            .await?;
-        Ok(next)
+        let backend = self.reader.get_database_backend();
+        let sql = format!(
+            "SELECT available_at FROM tasks{} WHERE status = 'queued' ORDER BY available_at LIMIT 1",
+            indexed_by(backend, "ix_tasks_queued_available")
+        );
+        let statement = Statement::from_string(backend, sql);
+        match self.reader.query_one_raw(statement).await? {
+            Some(row) => Ok(Some(row.try_get("", "available_at")?)),
+            None => Ok(None),
+        }
     }
 
     async fn attempt_of(&self, task_id: Uuid) -> Result<Option<i32>, StoreError> {
@@ -354,5 +356,16 @@ mod tests {
             let late = policy.delay(30);
             assert!(late >= Duration::from_secs(5) && late <= Duration::from_secs(10));
         }
+    }
+}
+
+/// `INDEXED BY` for SQLite, whose planner (without statistics) prefers
+/// `ix_tasks_status_id` and sorts every queued or running task over reading
+/// the partial index in order; Postgres's planner picks the partial index.
+/// The queries spell the status as a literal, so the partial index applies.
+pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
+    match backend {
+        DatabaseBackend::Sqlite => format!(" INDEXED BY {index}"),
+        _ => String::new(),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ConnectionTrait, EntityTrait, QuerySelect, Statement};
 use uuid::Uuid;
 
 use crate::task::{Micros, Status, Task};
@@ -67,16 +67,16 @@ impl Store {
     /// orders them), or `None` when nothing is queued. Exact, and one seek of
     /// `ix_tasks_queue_order` however long the queue is.
     pub async fn oldest_queued_at(&self) -> Result<Option<Micros>, StoreError> {
-        let oldest = Entity::find()
-            .select_only()
-            .column(Column::QueuedAt)
-            .filter(Expr::col(Column::Status).eq(Status::Queued.as_str()))
-            .filter(Expr::col(Column::QueuedAt).is_not_null())
-            .order_by_asc(Column::QueuedAt)
-            .limit(1)
-            .into_tuple::<Option<i64>>()
-            .one(&self.reader)
-            .await?;
-        Ok(oldest.flatten())
+        let backend = self.reader.get_database_backend();
+        let sql = format!(
+            "SELECT queued_at FROM tasks{} WHERE status = 'queued' AND queued_at IS NOT NULL \
+             ORDER BY queued_at LIMIT 1",
+            super::lease::indexed_by(backend, "ix_tasks_queue_order")
+        );
+        let statement = Statement::from_string(backend, sql);
+        match self.reader.query_one_raw(statement).await? {
+            Some(row) => Ok(row.try_get("", "queued_at")?),
+            None => Ok(None),
+        }
     }
 }

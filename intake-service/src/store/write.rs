@@ -54,7 +54,11 @@ impl Written {
                 .iter()
                 .map(|_| Err(TransitionError::Store(error.duplicate())))
                 .collect(),
-            claimed: batch.claims.iter().map(|_| Err(error.duplicate())).collect(),
+            claimed: batch
+                .claims
+                .iter()
+                .map(|_| Err(error.duplicate()))
+                .collect(),
         }
     }
 }
