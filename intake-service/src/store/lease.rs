@@ -338,6 +338,17 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// `INDEXED BY` for SQLite, whose planner (without statistics) prefers
+/// `ix_tasks_status_id` and sorts every queued or running task over reading
+/// the partial index in order; Postgres's planner picks the partial index.
+/// The queries spell the status as a literal, so the partial index applies.
+pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
+    match backend {
+        DatabaseBackend::Sqlite => format!(" INDEXED BY {index}"),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,16 +367,5 @@ mod tests {
             let late = policy.delay(30);
             assert!(late >= Duration::from_secs(5) && late <= Duration::from_secs(10));
         }
-    }
-}
-
-/// `INDEXED BY` for SQLite, whose planner (without statistics) prefers
-/// `ix_tasks_status_id` and sorts every queued or running task over reading
-/// the partial index in order; Postgres's planner picks the partial index.
-/// The queries spell the status as a literal, so the partial index applies.
-pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
-    match backend {
-        DatabaseBackend::Sqlite => format!(" INDEXED BY {index}"),
-        _ => String::new(),
     }
 }
