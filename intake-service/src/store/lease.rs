@@ -20,6 +20,7 @@ use jct::reasons::task_error::WORKER_LOST;
 use crate::task::{Status, Task, now_micros};
 
 use super::entity::{Column, Entity, Model};
+use super::status_literal::status_is;
 use super::{Store, StoreError};
 
 /// How long a task lost by its worker waits before it is dispatched again.
@@ -194,7 +195,7 @@ impl Store {
             update
                 .table(Entity)
                 .value(Column::LeaseExpiresAt, expires_at)
-                .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
+                .and_where(status_is(Status::Running))
                 .cond_where(current)
                 .returning_col(Column::Id);
             for row in self.writer.query_all(&update).await? {
@@ -224,7 +225,7 @@ impl Store {
                 .value(Column::LeaseToken, Option::<Uuid>::None)
                 .value(Column::LeaseExpiresAt, Option::<i64>::None)
                 .and_where(Expr::col(Column::Id).eq(task_id))
-                .and_where(Expr::col(Column::Status).eq(Status::Running.as_str()))
+                .and_where(status_is(Status::Running))
                 .and_where(Expr::col(Column::LeaseToken).eq(lease_token))
                 .returning_all();
             update

@@ -13,9 +13,10 @@ use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use uuid::Uuid;
 
-use crate::task::Task;
+use crate::task::{Status, Task};
 
 use super::entity::{Column, Entity, Model};
+use super::status_literal::status_is;
 use super::{Backend, ListFilter, Store, StoreError};
 
 /// How much of each task a page holds.
@@ -97,8 +98,12 @@ fn matching(filter: &ListFilter, before: Option<Uuid>) -> Select<Entity> {
         (Column::TargetRepo, &filter.target_repo),
     ];
     for (column, value) in filters {
-        if let Some(value) = value {
-            query = query.filter(Expr::col(column).eq(value.as_str()));
+        let Some(value) = value else { continue };
+        // a known status as a literal (see `status_literal`); anything else
+        // matches no row, bound as a value
+        match Status::parse(value).filter(|_| matches!(column, Column::Status)) {
+            Some(status) => query = query.filter(status_is(status)),
+            None => query = query.filter(Expr::col(column).eq(value.as_str())),
         }
     }
     if let Some(before) = before {

@@ -18,6 +18,7 @@ mod lease_fate;
 mod list;
 mod notify;
 mod read;
+mod status_literal;
 mod transition;
 mod watch;
 mod write;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::task::{Status, Task, TaskError};
 
 use super::entity::{Column, Entity, Model, object_text};
+use super::status_literal::{status_in, status_is};
 use super::{CancelNotice, StoreError};
 
 /// A requested status change.
@@ -83,15 +84,15 @@ pub(super) async fn apply(
     let leased_report = change.to == Status::Running && change.lease_token.is_some();
     if leased_report {
         // a claim already made the task running; the worker's report confirms it
-        update.and_where(Expr::col(Column::Status).eq(Status::Running.as_str()));
+        update.and_where(status_is(Status::Running));
     } else {
-        let sources: Vec<&str> = change.to.sources().iter().map(|s| s.as_str()).collect();
+        let sources = change.to.sources();
         if sources.is_empty() {
             return Ok(Err(classify(txn, change).await?));
         }
         update
             .value(Column::Status, change.to.as_str())
-            .and_where(Expr::col(Column::Status).is_in(sources));
+            .and_where(status_in(&sources));
     }
 
     match change.to {
@@ -158,7 +159,7 @@ async fn confirm_cancellation(
         .table(Entity)
         .value(Column::UpdatedAt, now)
         .and_where(Expr::col(Column::Id).eq(change.task_id))
-        .and_where(Expr::col(Column::Status).eq(Status::Cancelled.as_str()))
+        .and_where(status_is(Status::Cancelled))
         .and_where(Expr::col(Column::LeaseToken).eq(lease_token))
         .returning_all();
     if let Some(trace_uri) = &change.trace_uri {
