@@ -50,7 +50,6 @@ pub(super) fn spawn(
     events: StoreEvents,
     cache: TaskCache,
     watchers: Watchers,
-    group_commits: bool,
     max_batch: usize,
 ) -> BatchHandle {
     let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -60,7 +59,6 @@ pub(super) fn spawn(
         events,
         cache,
         watchers,
-        group_commits,
         max_batch: max_batch.max(1),
     };
     tokio::spawn(writer.run(receiver));
@@ -84,8 +82,6 @@ struct BatchWriter {
     events: StoreEvents,
     cache: TaskCache,
     watchers: Watchers,
-    /// Wrap a batch in one transaction (one commit for all its statements).
-    group_commits: bool,
     max_batch: usize,
 }
 
@@ -138,7 +134,6 @@ impl BatchWriter {
             claimed,
         } = write::write_batch(
             &self.db,
-            self.group_commits,
             write::Batch {
                 inserts: &inserts,
                 changes: &changes,

@@ -103,15 +103,12 @@ impl Store {
         // may hold tasks that can still change
         let cache = TaskCache::new(backend == Backend::Sqlite, options.cache_bytes);
         let watchers = Watchers::default();
-        let group_commits =
-            backend == Backend::Postgres || options.sqlite_synchronous == SqliteSynchronous::Full;
         let batch = batch::spawn(
             writer.clone(),
             backend,
             events.clone(),
             cache.clone(),
             watchers.clone(),
-            group_commits,
             options.max_batch,
         );
         Ok(Store {
