@@ -125,6 +125,10 @@ impl BatchWriter {
                 WriteOp::Claim { request, reply } => claims.push((request, reply)),
             }
         }
+        // rows are locked in task id order, so that the batches of two replicas
+        // meet in the same order instead of deadlocking (a deadlock with a
+        // lease renewal, which locks rows as it finds them, is run again)
+        transitions.sort_by_key(|(change, _)| change.task_id);
         let changes: Vec<&Transition> = transitions.iter().map(|(change, _)| change).collect();
         let claim_requests: Vec<&ClaimRequest> =
             claims.iter().map(|(request, _)| request).collect();

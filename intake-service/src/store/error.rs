@@ -58,6 +58,24 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
+    /// Whether Postgres aborted the transaction to break a deadlock or a
+    /// serialization conflict with another transaction (SQLSTATE class 40): the
+    /// same transaction, run again at once, normally succeeds.
+    pub fn is_transaction_conflict(&self) -> bool {
+        let StoreError::Unavailable(
+            DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)),
+        ) = self
+        else {
+            return false;
+        };
+        let sea_orm::sqlx::Error::Database(database) = &**error else {
+            return false;
+        };
+        database
+            .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| pg.code().starts_with("40"))
+    }
+
     /// Whether the request itself is at fault and would fail again unchanged.
     pub fn is_rejected(&self) -> bool {
         matches!(
