@@ -354,6 +354,53 @@ pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The queue is read in order through the partial indexes, never by
+    /// sorting every queued (or running) task: the claim planned through
+    /// `ix_tasks_dispatch` sorted the whole queue for each claim (3.9 ms at
+    /// 10,000 queued tasks, against 11 µs in index order). SQLite plans without
+    /// statistics; without the `INDEXED BY` it picks `ix_tasks_status_id` and a
+    /// temporary B-tree, and this test fails.
+    #[tokio::test]
+    async fn sqlite_reads_the_queue_in_index_order() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("plan.db").display());
+        let store = Store::open(crate::store::StoreOptions::new(url)).await?;
+        let backend = DatabaseBackend::Sqlite;
+        let plans = [
+            (CLAIM_SQLITE.to_string(), "ix_tasks_queue_order"),
+            (
+                format!(
+                    "SELECT available_at FROM tasks{} WHERE status = 'queued' ORDER BY available_at LIMIT 1",
+                    indexed_by(backend, "ix_tasks_queued_available")
+                ),
+                "ix_tasks_queued_available",
+            ),
+            (
+                format!(
+                    "SELECT id, lease_token FROM tasks{} WHERE status = 'running' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2",
+                    indexed_by(backend, "ix_tasks_running_lease")
+                ),
+                "ix_tasks_running_lease",
+            ),
+        ];
+        for (sql, index) in plans {
+            let explain = Statement::from_string(backend, format!("EXPLAIN QUERY PLAN {sql}"));
+            let mut steps = Vec::new();
+            for row in store.writer.query_all_raw(explain).await? {
+                steps.push(row.try_get::<String>("", "detail")?);
+            }
+            let plan = steps.join(" | ");
+            assert!(plan.contains(index), "{index} unused: {plan}");
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "sorts instead of reading in order: {plan}"
+            );
+        }
+        store.close().await;
+        Ok(())
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
         let policy = RetryPolicy {
