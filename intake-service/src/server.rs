@@ -182,13 +182,16 @@ pub async fn serve_with_health(
         health.clone(),
         stopping.clone(),
     ));
+    // the probe port outlives the drain: it answers NOT_SERVING while calls
+    // finish, instead of refusing connections, which reads as a dead pod
+    let health_stop = CancellationToken::new();
     if let Some(health_listener) = health_listener {
         let address = health_listener.local_addr().map_err(ServeError::Listener)?;
         info!(%address, "health listener (plaintext, grpc.health.v1 only)");
         let served = transport::serve_health(
             health_listener,
             health_service.clone(),
-            stopping.clone().cancelled_owned(),
+            health_stop.clone().cancelled_owned(),
         );
         background.spawn(async move {
             if let Err(error) = served.await {
@@ -246,6 +249,7 @@ pub async fn serve_with_health(
     tokio::select! {
         result = &mut server => {
             stopping.cancel();
+            health_stop.cancel();
             return result.map_err(ServeError::from);
         }
         _ = shutdown => {}
@@ -260,6 +264,7 @@ pub async fn serve_with_health(
             warn!(grace = ?config.shutdown_grace(), "calls still in flight after the grace period")
         }
     }
+    health_stop.cancel();
     background.shutdown().await;
     store.close().await;
     info!("intake stopped");

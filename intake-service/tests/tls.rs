@@ -330,3 +330,76 @@ async fn the_health_listener_answers_plaintext_probes_and_serves_nothing_else() 
         .expect("task")
         .expect("served");
 }
+
+/// While the intake drains, the plaintext probe port says NOT_SERVING, as the
+/// API port does, so that Kubernetes takes the pod out of its Service before
+/// it stops. It used to close at once: a probe then failed to connect, which
+/// reads as a dead pod, not a draining one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_listener_says_not_serving_while_the_intake_drains() {
+    let pki = Pki::new();
+    let database = TestDatabase::sqlite();
+    let mut config = pki.config(&database, None);
+    config.shutdown_grace_seconds = 20;
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_addr = api.local_addr().expect("addr");
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let health_addr = health.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(intake_service::server::serve_with_health(
+        config,
+        api,
+        Some(health),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let status = health_of(support::channel(health_addr).await, "")
+        .await
+        .expect("health over plaintext");
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // a call in flight on the API port keeps the intake draining
+    let mut watcher = HealthClient::new(tls_channel(api_addr, &pki.ca.cert_pem(), None));
+    let mut watch = watcher
+        .watch(tonic_health::pb::HealthCheckRequest { service: "".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("first status")
+        .expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let _ = stop.send(());
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        // a fresh connection per probe, as the kubelet makes
+        let probe = health_of(support::channel(health_addr).await, "").await;
+        match probe {
+            Ok(status) if status == ServingStatus::NotServing as i32 => break,
+            other => seen.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "the probe port never said NOT_SERVING during the drain ({} probes); last: {:?}",
+        seen.len(),
+        seen.last()
+    );
+
+    drop(watch);
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("served");
+}
