@@ -198,7 +198,21 @@ impl Store {
                 .and_where(status_is(Status::Running))
                 .cond_where(current)
                 .returning_col(Column::Id);
-            for row in self.writer.query_all(&update).await? {
+            let mut attempt = 1;
+            let rows = loop {
+                match self
+                    .writer
+                    .query_all(&update)
+                    .await
+                    .map_err(StoreError::from)
+                {
+                    // Postgres broke a deadlock with a batch completing some of
+                    // these tasks by aborting this statement: run it again
+                    Err(error) if error.is_transaction_conflict() && attempt < 3 => attempt += 1,
+                    outcome => break outcome?,
+                }
+            };
+            for row in rows {
                 renewed.push(row.try_get::<Uuid>("", "id")?);
             }
         }
