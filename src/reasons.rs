@@ -4,6 +4,31 @@
 /// The `ErrorInfo.domain` of every JCT error.
 pub const DOMAIN: &str = "jct";
 
+/// The canonical upper-case name of a gRPC code (`NOT_FOUND`), as the CLI prints
+/// it and the intake's RPC metrics label it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
 pub const UNSUPPORTED_VERSION: &str = "UNSUPPORTED_VERSION";
 pub const INVALID_OPERATION: &str = "INVALID_OPERATION";

@@ -64,7 +64,7 @@ fn seconds_between(from: Micros, to: Micros) -> f64 {
 }
 
 pub fn rpc(method: &'static str, code: tonic::Code, elapsed: Duration) {
-    counter!(RPCS, "method" => method, "code" => code_name(code)).increment(1);
+    counter!(RPCS, "method" => method, "code" => jct::reasons::code_name(code)).increment(1);
     histogram!(RPC_DURATION, "method" => method).record(elapsed.as_secs_f64());
 }
 
@@ -125,28 +125,5 @@ pub async fn refresh(store: &Store, dispatcher: &Dispatcher) {
         }
         // the last known queue stays; the outage is its own series
         Err(_) => gauge!(DATABASE_UP).set(0.0),
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
