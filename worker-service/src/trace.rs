@@ -61,7 +61,7 @@ impl TraceRoot {
     pub fn open(path: &Path) -> io::Result<Arc<TraceRoot>> {
         fs::create_dir_all(path)?;
         let fd = open_dir(rustix::fs::CWD, path)?;
-        let durable = GroupSync::new(open_dir(&fd, Path::new("."))?);
+        let durable = GroupSync::new(fd.try_clone()?);
         Ok(Arc::new(TraceRoot {
             path: path.to_path_buf(),
             fd,

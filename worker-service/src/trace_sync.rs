@@ -12,16 +12,16 @@
 //! it waits for that one to end and for the next, which it (or another waiter)
 //! leads and which covers everyone who arrived meanwhile.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// Failed generations kept for waiters that have not looked yet.
-const KEPT_FAILURES: usize = 64;
+/// How the file system is synced: `syncfs(2)`, or a stand-in in tests.
+type SyncFs = fn(&OwnedFd) -> rustix::io::Result<()>;
 
 pub struct GroupSync {
     fd: OwnedFd,
+    syncfs: SyncFs,
     state: Mutex<State>,
     finished: Condvar,
 }
@@ -33,15 +33,23 @@ struct State {
     /// The latest generation that has ended.
     ended: u64,
     running: bool,
-    /// Generations whose `syncfs` failed, with the error's raw OS code.
-    failed: BTreeMap<u64, i32>,
+    /// The latest generation whose `syncfs` failed, with the raw OS error. A
+    /// waiter fails when it or any later generation failed: a writeback error
+    /// is never lost to a waiter that looks late, at the cost of a rare
+    /// error for a folder a failed sync did not need to cover.
+    last_failure: Option<(u64, i32)>,
 }
 
 impl GroupSync {
     /// Syncs the file system holding `fd` (a directory on it).
     pub fn new(fd: OwnedFd) -> Self {
+        Self::with_syncfs(fd, |fd| rustix::fs::syncfs(fd))
+    }
+
+    fn with_syncfs(fd: OwnedFd, syncfs: SyncFs) -> Self {
         Self {
             fd,
+            syncfs,
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
         }
@@ -55,9 +63,11 @@ impl GroupSync {
         let needed = state.started + 1;
         loop {
             if state.ended >= needed {
-                return match state.failed.get(&needed) {
-                    Some(code) => Err(io::Error::from_raw_os_error(*code)),
-                    None => Ok(()),
+                return match state.last_failure {
+                    Some((generation, code)) if generation >= needed => {
+                        Err(io::Error::from_raw_os_error(code))
+                    }
+                    _ => Ok(()),
                 };
             }
             if state.running {
@@ -72,15 +82,12 @@ impl GroupSync {
             state.started += 1;
             let generation = state.started;
             drop(state);
-            let outcome = rustix::fs::syncfs(&self.fd);
+            let outcome = (self.syncfs)(&self.fd);
             state = self.lock();
             state.running = false;
             state.ended = generation;
             if let Err(errno) = outcome {
-                state.failed.insert(generation, errno.raw_os_error());
-                while state.failed.len() > KEPT_FAILURES {
-                    state.failed.pop_first();
-                }
+                state.last_failure = Some((generation, errno.raw_os_error()));
             }
             self.finished.notify_all();
         }
@@ -113,6 +120,33 @@ mod tests {
             rustix::fs::Mode::empty(),
         )?;
         Ok(GroupSync::new(fd))
+    }
+
+    /// A writeback error reaches the caller whose sync it was, and does not
+    /// stick to the callers after a sync that succeeded.
+    #[test]
+    fn a_failed_syncfs_fails_its_caller_and_not_later_ones() -> io::Result<()> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static FAIL: AtomicBool = AtomicBool::new(true);
+        let dir = tempfile::tempdir()?;
+        let fd = group(dir.path())?.fd;
+        let sync = GroupSync::with_syncfs(fd, |_| {
+            if FAIL.load(Ordering::SeqCst) {
+                Err(rustix::io::Errno::IO)
+            } else {
+                Ok(())
+            }
+        });
+        let error = sync
+            .sync()
+            .expect_err("the failed syncfs must fail its caller");
+        assert_eq!(
+            error.raw_os_error(),
+            Some(rustix::io::Errno::IO.raw_os_error())
+        );
+        FAIL.store(false, Ordering::SeqCst);
+        sync.sync()?;
+        Ok(())
     }
 
     #[test]
