@@ -105,6 +105,29 @@ impl StoreError {
     }
 }
 
+/// Runs of one statement or transaction when Postgres aborts it to break a
+/// deadlock (a batch and a lease renewal touching the same running tasks).
+const CONFLICT_ATTEMPTS: u32 = 3;
+
+/// Runs `run` again, up to [`CONFLICT_ATTEMPTS`] times in all, while it fails
+/// with [`StoreError::is_transaction_conflict`]: the database rolled it back,
+/// and running it again at once normally succeeds.
+pub(super) async fn retrying_conflicts<T, F, Fut>(mut run: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match run().await {
+            Err(error) if error.is_transaction_conflict() && attempt < CONFLICT_ATTEMPTS => {
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 impl From<DbErr> for StoreError {
     fn from(error: DbErr) -> Self {
         match classify(&error) {

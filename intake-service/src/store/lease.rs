@@ -20,7 +20,8 @@ use jct::reasons::task_error::WORKER_LOST;
 use crate::task::{Status, Task, now_micros};
 
 use super::entity::{Column, Entity, Model};
-use super::status_literal::status_is;
+use super::error::retrying_conflicts;
+use super::status_literal::{indexed_by, status_is};
 use super::{Store, StoreError};
 
 /// How long a task lost by its worker waits before it is dispatched again.
@@ -198,20 +199,15 @@ impl Store {
                 .and_where(status_is(Status::Running))
                 .cond_where(current)
                 .returning_col(Column::Id);
-            let mut attempt = 1;
-            let rows = loop {
-                match self
-                    .writer
+            // Postgres may break a deadlock with a batch completing some of
+            // these tasks by aborting this statement: it runs again
+            let rows = retrying_conflicts(|| async {
+                self.writer
                     .query_all(&update)
                     .await
                     .map_err(StoreError::from)
-                {
-                    // Postgres broke a deadlock with a batch completing some of
-                    // these tasks by aborting this statement: run it again
-                    Err(error) if error.is_transaction_conflict() && attempt < 3 => attempt += 1,
-                    outcome => break outcome?,
-                }
-            };
+            })
+            .await?;
             for row in rows {
                 renewed.push(row.try_get::<Uuid>("", "id")?);
             }
@@ -351,17 +347,6 @@ impl Store {
 
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// `INDEXED BY` for SQLite, whose planner (without statistics) prefers
-/// `ix_tasks_status_id` and sorts every queued or running task over reading
-/// the partial index in order; Postgres's planner picks the partial index.
-/// The queries spell the status as a literal, so the partial index applies.
-pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
-    match backend {
-        DatabaseBackend::Sqlite => format!(" INDEXED BY {index}"),
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

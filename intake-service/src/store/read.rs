@@ -71,7 +71,7 @@ impl Store {
         let sql = format!(
             "SELECT queued_at FROM tasks{} WHERE status = 'queued' AND queued_at IS NOT NULL \
              ORDER BY queued_at LIMIT 1",
-            super::lease::indexed_by(backend, "ix_tasks_queue_order")
+            super::status_literal::indexed_by(backend, "ix_tasks_queue_order")
         );
         let statement = Statement::from_string(backend, sql);
         match self.reader.query_one_raw(statement).await? {

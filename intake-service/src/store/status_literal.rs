@@ -1,4 +1,6 @@
-//! Status conditions written as SQL literals, never as bound parameters.
+//! How SQL reaches the partial queue and lease indexes: status conditions
+//! written as literals, never as bound parameters, and the index named for
+//! SQLite.
 //!
 //! The queue and lease indexes are partial (`WHERE status = 'queued'`, `WHERE
 //! status = 'running'`). When a statement compares `status` with a bound
@@ -10,6 +12,7 @@
 //! index through a parameter at all. Statuses are a closed set of lowercase
 //! words ([`Status::as_str`]), so writing them into the SQL is safe.
 
+use sea_orm::DatabaseBackend;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 
 use crate::task::Status;
@@ -26,6 +29,17 @@ pub(super) fn status_in(statuses: &[Status]) -> SimpleExpr {
         .map(|status| format!("'{}'", status.as_str()))
         .collect();
     Expr::cust(format!("status IN ({})", list.join(", ")))
+}
+
+/// `INDEXED BY` for SQLite, whose planner (without statistics) prefers
+/// `ix_tasks_status_id` and sorts every queued or running task over reading
+/// the partial index in order; Postgres's planner picks the partial index.
+/// The queries spell the status as a literal, so the partial index applies.
+pub(super) fn indexed_by(backend: DatabaseBackend, index: &str) -> String {
+    match backend {
+        DatabaseBackend::Sqlite => format!(" INDEXED BY {index}"),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

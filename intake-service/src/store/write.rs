@@ -21,13 +21,11 @@ use tracing::warn;
 
 use crate::task::{Task, TaskSpec};
 
+use super::error::retrying_conflicts;
 use super::insert::{self, Enqueued};
 use super::lease::{self, ClaimRequest};
 use super::transition::{self, Transition, TransitionError};
 use super::{CancelNotice, StoreError};
-
-/// Runs of a batch's transaction when Postgres aborts it for a deadlock.
-const CONFLICT_ATTEMPTS: u32 = 3;
 
 /// The requests of one batch, by kind.
 #[derive(Clone, Copy)]
@@ -78,18 +76,12 @@ pub(super) async fn write_batch(db: &DatabaseConnection, batch: Batch<'_>, now: 
     if write_statements <= 1 {
         return autocommitted(db, batch, now).await;
     }
-    let mut attempt = 1;
-    let error = loop {
-        match grouped(db, batch, now).await {
-            Ok(written) => return written,
-            // aborted to break a deadlock with another writer (a lease renewal,
-            // another replica's batch): run it again rather than fail everyone
-            Err(error) if error.is_transaction_conflict() && attempt < CONFLICT_ATTEMPTS => {
-                attempt += 1;
-            }
-            Err(error) if error.is_retryable() => return Written::all_failed(&error, batch),
-            Err(error) => break error,
-        }
+    // a transaction aborted to break a deadlock with another writer (a lease
+    // renewal, another replica's batch) runs again rather than fail everyone
+    let error = match retrying_conflicts(|| grouped(db, batch, now)).await {
+        Ok(written) => return written,
+        Err(error) if error.is_retryable() => return Written::all_failed(&error, batch),
+        Err(error) => error,
     };
     warn!(%error, requests = write_statements, "write batch refused; writing its requests one by one");
     match isolated(db, batch, now).await {
