@@ -340,3 +340,53 @@ async fn a_failure_report_with_nul_fails_alone(url: &str) {
     }
     store.close().await;
 }
+
+/// The deadlock retries (a batch, a lease renewal) rest on recognising the
+/// error Postgres gives the transaction it aborts to break a deadlock. Two
+/// transactions lock two rows in opposite orders, as a batch and a renewal can:
+/// one of them gets that error, and it must read as a transaction conflict
+/// (and as retryable), not as a refusal of the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_deadlock_reads_as_a_transaction_conflict() {
+    use sea_orm::TransactionTrait;
+    let Some(database) = jct_migrations::test_database::TestDatabase::postgres().await else {
+        return;
+    };
+    let setup = Database::connect(&database.url).await.expect("connect");
+    setup
+        .execute_unprepared(
+            "CREATE TABLE deadlock_probe (id int PRIMARY KEY, v int);
+             INSERT INTO deadlock_probe VALUES (1, 0), (2, 0);",
+        )
+        .await
+        .expect("setup");
+    let (one, two) = (
+        Database::connect(&database.url).await.expect("connect"),
+        Database::connect(&database.url).await.expect("connect"),
+    );
+    let (first, second) = (
+        one.begin().await.expect("begin"),
+        two.begin().await.expect("begin"),
+    );
+    first
+        .execute_unprepared("UPDATE deadlock_probe SET v = 1 WHERE id = 1")
+        .await
+        .expect("lock 1");
+    second
+        .execute_unprepared("UPDATE deadlock_probe SET v = 1 WHERE id = 2")
+        .await
+        .expect("lock 2");
+    let (a, b) = tokio::join!(
+        first.execute_unprepared("UPDATE deadlock_probe SET v = 2 WHERE id = 2"),
+        second.execute_unprepared("UPDATE deadlock_probe SET v = 2 WHERE id = 1"),
+    );
+    let aborted: Vec<StoreError> = [a, b]
+        .into_iter()
+        .filter_map(|outcome| outcome.err().map(StoreError::from))
+        .collect();
+    assert_eq!(aborted.len(), 1, "exactly one side is aborted: {aborted:?}");
+    assert!(aborted[0].is_transaction_conflict(), "{:?}", aborted[0]);
+    assert!(aborted[0].is_retryable(), "{:?}", aborted[0]);
+    let _ = first.rollback().await;
+    let _ = second.rollback().await;
+}
