@@ -270,22 +270,16 @@ async fn bad_tls_settings_stop_the_intake_at_start_naming_the_variable() {
     assert!(error.starts_with("JCT_TLS_CLIENT_CA_FILE needs"), "{error}");
 }
 
-async fn health_of(channel: Channel, service: &str) -> Result<i32, tonic::Status> {
-    let mut health = HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest {
-        service: service.into(),
-    };
-    tokio::time::timeout(Duration::from_secs(10), health.check(request))
-        .await
-        .expect("an answer")
-        .map(|response| response.into_inner().status)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_health_listener_answers_plaintext_probes_and_serves_nothing_else() {
-    let pki = Pki::new();
-    let database = TestDatabase::sqlite();
-    let config = pki.config(&database, None);
+/// An intake serving TLS on one port and plaintext health probes on another;
+/// sending on the returned channel starts its graceful stop.
+async fn start_with_probe_port(
+    config: IntakeConfig,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), intake_service::server::ServeError>>,
+) {
     let api = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -303,6 +297,26 @@ async fn the_health_listener_answers_plaintext_probes_and_serves_nothing_else() 
             let _ = stopped.await;
         },
     ));
+    (api_addr, health_addr, stop, server)
+}
+
+async fn health_of(channel: Channel, service: &str) -> Result<i32, tonic::Status> {
+    let mut health = HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    tokio::time::timeout(Duration::from_secs(10), health.check(request))
+        .await
+        .expect("an answer")
+        .map(|response| response.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_listener_answers_plaintext_probes_and_serves_nothing_else() {
+    let pki = Pki::new();
+    let database = TestDatabase::sqlite();
+    let config = pki.config(&database, None);
+    let (api_addr, health_addr, stop, server) = start_with_probe_port(config).await;
 
     let plaintext = support::channel(health_addr).await;
     for service in ["", "jct.v1.TaskService"] {
@@ -341,23 +355,7 @@ async fn the_health_listener_says_not_serving_while_the_intake_drains() {
     let database = TestDatabase::sqlite();
     let mut config = pki.config(&database, None);
     config.shutdown_grace_seconds = 20;
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let api_addr = api.local_addr().expect("addr");
-    let health = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let health_addr = health.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(intake_service::server::serve_with_health(
-        config,
-        api,
-        Some(health),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (api_addr, health_addr, stop, server) = start_with_probe_port(config).await;
     let status = health_of(support::channel(health_addr).await, "")
         .await
         .expect("health over plaintext");
