@@ -319,6 +319,22 @@ mod tests {
         );
     }
 
+    /// A folder's sync goes through its root's group sync (one `syncfs`), not
+    /// a flush per file: writing files alone syncs nothing.
+    #[test]
+    fn a_folder_is_made_durable_through_the_roots_group_sync() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = TraceRoot::open(&dir.path().canonicalize()?)?;
+        let mut trace = TraceFolder::create(&root, Uuid::now_v7(), 1)?;
+        trace.write_json(RESULT_FILE, &json!({"ok": true}))?;
+        trace.write_text(STDOUT_FILE, "out")?;
+        trace.event("finished", json!({}))?;
+        assert_eq!(root.syncs(), 0);
+        trace.sync()?;
+        assert_eq!(root.syncs(), 1);
+        Ok(())
+    }
+
     #[test]
     fn events_are_json_lines_with_timestamps() -> io::Result<()> {
         let root = tempfile::tempdir()?;
