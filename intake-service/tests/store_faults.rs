@@ -1,6 +1,6 @@
 //! Failure isolation below the API: a request the database refuses fails alone,
 //! with a deterministic (non-retryable) error, and everything batched or
-//! dispatched beside it goes on — on SQLite (both commit modes) and Postgres.
+//! dispatched beside it goes on — on SQLite (both `synchronous` settings) and Postgres.
 //!
 //! The refusals are injected in the database itself, so the API's validation
 //! cannot hide them: a test-only CHECK constraint (Postgres) or trigger (SQLite)
@@ -98,8 +98,9 @@ fn cancel(task_id: uuid::Uuid, trace_uri: Option<&str>) -> Transition {
     }
 }
 
-/// Every commit mode the backend has: SQLite commits statement by statement
-/// (`normal`) or in groups (`full`); Postgres always groups.
+/// Every durability setting the backend has: SQLite `synchronous=normal` and
+/// `full` (a batch of several statements is one transaction in both, and a
+/// batch of one statement commits alone); Postgres has one.
 fn modes(url: &str) -> Vec<StoreOptions> {
     let mut modes = vec![StoreOptions::new(url)];
     if url.starts_with("sqlite") {
