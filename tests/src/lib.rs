@@ -205,11 +205,35 @@ pub fn scratch_dir() -> tempfile::TempDir {
     dir
 }
 
-/// A loopback port that was free a moment ago (nothing listens on it now).
+/// A loopback port that was free when checked and that no other caller in this
+/// process has been given, for a service that must bind it later (a restart
+/// binds the same port again).
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default), not
+/// from port 0: a port 0 hands out is ephemeral, and between this check and
+/// the service's bind an outgoing connection (to Postgres, to the intake)
+/// could be given it as its source port, failing the bind with "address in
+/// use", as `a_watch_outlives_an_intake_restart` once did in CI.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // test binaries run one after another; each starts at its own place
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(FIRST + (start + offset) % SPAN) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port between 20000 and 32000",
+    ))
 }
 
 /// Polls `check` until it yields a value or `patience` runs out.
