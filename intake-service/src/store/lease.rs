@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, LockType, Order, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QuerySelect, Statement,
 };
@@ -197,10 +197,26 @@ impl Store {
                 .table(Entity)
                 .value(Column::LeaseExpiresAt, expires_at)
                 .and_where(status_is(Status::Running))
-                .cond_where(current)
+                .cond_where(current.clone())
                 .returning_col(Column::Id);
-            // Postgres may break a deadlock with a batch completing some of
-            // these tasks by aborting this statement: it runs again
+            if self.backend == super::Backend::Postgres {
+                // lock the rows in task id order first, the order in which a
+                // batch's status changes lock them: a renewal and a batch
+                // completing some of the same tasks then queue behind each other
+                // instead of deadlocking (which stalled both for Postgres's
+                // one-second deadlock_timeout, long enough to lose leases)
+                let mut in_order = Query::select();
+                in_order
+                    .column(Column::Id)
+                    .from(Entity)
+                    .and_where(status_is(Status::Running))
+                    .cond_where(current)
+                    .order_by(Column::Id, Order::Asc)
+                    .lock(LockType::Update);
+                update.and_where(Expr::col(Column::Id).in_subquery(in_order));
+            }
+            // should another writer still meet these rows in another order,
+            // Postgres aborts one statement to break the deadlock: it runs again
             let rows = retrying_conflicts(|| async {
                 self.writer
                     .query_all(&update)
